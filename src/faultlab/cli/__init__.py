@@ -1,0 +1,44 @@
+"""The ``faultlab`` command line: thin wrappers that parse, call the library and print.
+
+Bad input raises :class:`faultlab.errors.FaultlabError`; :func:`main` prints it as one
+line and exits with status 2, never with a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import FaultlabError
+from ._common import fail
+
+app = typer.Typer(
+    name="faultlab",
+    help="Inject faults into neural networks and measure how they fail.\n\nExample: faultlab demo",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+from . import hardware as _hardware  # noqa: E402,F401  (registers the hardware-fault commands)
+from .mutate import app as _mutate_app  # noqa: E402
+from .rnn import app as _rnn_app  # noqa: E402
+
+app.add_typer(_mutate_app, name="mutate")
+app.add_typer(_rnn_app, name="rnn")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the Typer app, turning user errors into one line and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except FaultlabError as e:
+        fail(str(e))
+    except FileNotFoundError as e:
+        fail(f"{e.filename or e}: no such file")
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", code=130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
