@@ -1,0 +1,398 @@
+"""Faults and fault lists: the frozen ``Fault`` record, tf_injector CSV and InjectTF2 YAML.
+
+A fault names a *site* (a layer's weight tensor or a layer's output), an element index
+(or every element), a fault model (bit flip, stuck-at, random value, zero) and its bits.
+Everything random is drawn when a list is planned, from a seed, so a stored list replays
+exactly.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+
+from .bits import BIT_MODELS, FAULT_MODELS, FaultModel
+from .errors import FaultSpecError
+
+SiteKind = Literal["weight", "activation"]
+SITE_KINDS: tuple[str, ...] = ("weight", "activation")
+
+_DTYPE_WIDTH = {
+    "float64": 64, "float32": 32, "float16": 16, "bfloat16": 16,
+    "int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8,
+}
+
+CSV_COLUMNS = ("Injection", "Layer", "TensorIndex", "Bit")
+CSV_EXTRA_COLUMNS = ("Site", "Model", "Bits", "Input", "Value")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A tensor that faults can hit: a parameter (``weight``) or a layer's output (``activation``).
+
+    ``shape`` excludes the batch dimension for activation sites. ``name`` is what a fault
+    list's ``Layer`` column uses: the layer name for activations and for a layer's main
+    weight; ``layer.bias`` style paths for other parameters.
+    """
+
+    name: str
+    kind: SiteKind
+    layer: str
+    layer_type: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def bit_width(self) -> int:
+        try:
+            return _DTYPE_WIDTH[self.dtype]
+        except KeyError:
+            raise FaultSpecError(f"site {self.name}: dtype {self.dtype} is not supported for bit faults") from None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: where (site, element), what (model, bits or value) and, optionally, for which input.
+
+    ``index`` None means every element of the site; ``input`` None means the fault applies to
+    every evaluated input (a fault campaign), an integer restricts it to that input (InjectTF2's
+    per-sample faults).
+    """
+
+    id: int
+    layer: str
+    index: tuple[int, ...] | None
+    bits: tuple[int, ...] = ()
+    site: SiteKind = "weight"
+    model: FaultModel = "flip"
+    value: float | None = None
+    input: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.site not in SITE_KINDS:
+            raise FaultSpecError(f"fault {self.id}: site {self.site!r} must be one of {', '.join(SITE_KINDS)}")
+        if self.model not in FAULT_MODELS:
+            raise FaultSpecError(f"fault {self.id}: model {self.model!r} must be one of {', '.join(FAULT_MODELS)}")
+        if self.model in BIT_MODELS and not self.bits:
+            raise FaultSpecError(f"fault {self.id}: model {self.model!r} needs at least one bit")
+        if self.model == "random" and self.value is None:
+            raise FaultSpecError(f"fault {self.id}: model 'random' needs a Value")
+
+    @property
+    def bit(self) -> int:
+        """The first (lowest) bit, tf_injector's ``Bit`` column; -1 for value faults."""
+        return self.bits[0] if self.bits else -1
+
+    def describe(self) -> str:
+        idx = "all" if self.index is None else str(self.index)
+        what = f"{self.model} bit{'s' if len(self.bits) > 1 else ''} {','.join(map(str, self.bits))}" if self.bits else self.model
+        on = "" if self.input is None else f" on input {self.input}"
+        return f"{self.site} {self.layer}{idx} {what}{on}"
+
+
+def format_index(index: tuple[int, ...] | None) -> str:
+    if index is None:
+        return "all"
+    return "(" + ", ".join(str(i) for i in index) + (",)" if len(index) == 1 else ")")
+
+
+_INT_RE = re.compile(r"-?\d+")
+
+
+def parse_index(text: str, *, where: str) -> tuple[int, ...] | None:
+    """``"(2, 1, 0, 7)"``, ``"[2,1]"``, ``"2 1"`` or ``"all"`` (every element)."""
+    t = text.strip()
+    if t.lower() in ("all", "*"):
+        return None
+    body = t.strip("()[] ")
+    if not body:
+        return ()
+    parts = [p for p in re.split(r"[,\s]+", body) if p]
+    if not all(_INT_RE.fullmatch(p) for p in parts):
+        raise FaultSpecError(f"{where}: TensorIndex {text!r} is not a tuple of integers like \"(2, 1, 0, 7)\" or 'all'")
+    return tuple(int(p) for p in parts)
+
+
+def _parse_bits(text: str, *, where: str) -> tuple[int, ...]:
+    parts = [p for p in re.split(r"[,;\s()\[\]]+", text.strip()) if p]
+    if not parts or not all(_INT_RE.fullmatch(p) for p in parts):
+        raise FaultSpecError(f"{where}: bits {text!r} must be integers like 31 or \"3;7\"")
+    return tuple(sorted({int(p) for p in parts}))
+
+
+@dataclass(frozen=True)
+class FaultList:
+    """An ordered list of faults with unique ids, plus where it came from (for error messages)."""
+
+    faults: tuple[Fault, ...]
+    source: str = "<memory>"
+    _rows: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        seen: set[int] = set()
+        for f in self.faults:
+            if f.id in seen:
+                raise FaultSpecError(f"{self.where(f)}: duplicate fault id {f.id}; every Injection id must be unique")
+            seen.add(f.id)
+
+    @classmethod
+    def of(cls, faults: Iterable[Fault], source: str = "<memory>") -> "FaultList":
+        return cls(tuple(faults), source)
+
+    def __len__(self) -> int:
+        return len(self.faults)
+
+    def __iter__(self) -> Iterator[Fault]:
+        return iter(self.faults)
+
+    def __getitem__(self, i: int) -> Fault:
+        return self.faults[i]
+
+    def where(self, fault: Fault) -> str:
+        """``faults.csv row 7 (Injection 5)``: a location for error messages."""
+        row = self._rows.get(fault.id)
+        return f"{self.source} row {row} (Injection {fault.id})" if row else f"{self.source} (fault {fault.id})"
+
+    def fingerprint(self) -> str:
+        """A hash of the list's content, to recognise the same campaign on resume."""
+        h = hashlib.sha256()
+        for f in self.faults:
+            h.update(repr((f.id, f.layer, f.index, f.bits, f.site, f.model, f.value, f.input)).encode())
+        return h.hexdigest()[:16]
+
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(f.layer for f in self.faults))
+
+    # ----- CSV (tf_injector layout) -----
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "FaultList":
+        """Read a tf_injector list (``Injection,Layer,TensorIndex,Bit``) with optional faultlab columns.
+
+        Extra columns ``Site`` (weight|activation), ``Model`` (flip|stuck0|stuck1|random|zero),
+        ``Bits`` (several bits, ``3;7``), ``Input`` and ``Value`` default to a single weight bit flip.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise FaultSpecError(f"{p}: no such fault list; create one with 'faultlab faults generate' or 'faultlab plan'")
+        faults: list[Fault] = []
+        rows: dict[int, int] = {}
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise FaultSpecError(f"{p}: not a text CSV file ({e.reason})") from e
+        reader = csv.DictReader(text.splitlines())
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        if missing:
+            raise FaultSpecError(
+                f"{p}: missing column(s) {', '.join(missing)}; expected a header 'Injection,Layer,TensorIndex,Bit' (got {','.join(header) or 'nothing'})"
+            )
+        reader.fieldnames = header
+        for line_no, row in enumerate(reader, start=2):
+            where = f"{p} row {line_no}"
+            if None in row or any(v is None for v in row.values()):
+                raise FaultSpecError(f"{where}: expected {len(header)} fields as in the header, got a different number (quote TensorIndex tuples: \"(2, 1)\")")
+            get = lambda k: (row.get(k) or "").strip()  # noqa: E731
+            if not any(get(k) for k in header):
+                continue
+            try:
+                fid = int(get("Injection"))
+            except ValueError:
+                raise FaultSpecError(f"{where}: Injection {get('Injection')!r} must be an integer id") from None
+            layer = get("Layer")
+            if not layer:
+                raise FaultSpecError(f"{where}: Layer is empty; expected a layer name such as conv1 or dense_1")
+            index = parse_index(get("TensorIndex"), where=where)
+            site = get("Site").lower() or "weight"
+            model = get("Model").lower() or "flip"
+            if site not in SITE_KINDS:
+                raise FaultSpecError(f"{where}: Site {site!r} must be weight or activation")
+            if model not in FAULT_MODELS:
+                raise FaultSpecError(f"{where}: Model {model!r} must be one of {', '.join(FAULT_MODELS)}")
+            bits: tuple[int, ...] = ()
+            if get("Bits"):
+                bits = _parse_bits(get("Bits"), where=where)
+            elif get("Bit") and get("Bit") != "-1":
+                bits = _parse_bits(get("Bit"), where=where)
+            if model in BIT_MODELS and not bits:
+                raise FaultSpecError(f"{where}: Bit is empty; a {model} fault needs a bit position (0 = LSB, 31 = float32 sign)")
+            value = None
+            if get("Value"):
+                try:
+                    value = float(get("Value"))
+                except ValueError:
+                    raise FaultSpecError(f"{where}: Value {get('Value')!r} must be a number") from None
+            inp = None
+            if get("Input"):
+                try:
+                    inp = int(get("Input"))
+                except ValueError:
+                    raise FaultSpecError(f"{where}: Input {get('Input')!r} must be an integer input index") from None
+            try:
+                fault = Fault(fid, layer, index, bits, site, model, value, inp)  # type: ignore[arg-type]
+            except FaultSpecError as e:
+                raise FaultSpecError(f"{where}: {e}") from None
+            if fid in rows:
+                raise FaultSpecError(f"{where}: duplicate Injection id {fid} (also on row {rows[fid]})")
+            rows[fid] = line_no
+            faults.append(fault)
+        if not faults:
+            raise FaultSpecError(f"{p}: the fault list has a header but no faults")
+        return cls(tuple(faults), str(p), rows)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write tf_injector's four columns, plus faultlab's extra columns only where some fault needs them."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        extra = []
+        if any(f.site != "weight" for f in self.faults):
+            extra.append("Site")
+        if any(f.model != "flip" for f in self.faults):
+            extra.append("Model")
+        if any(len(f.bits) > 1 for f in self.faults):
+            extra.append("Bits")
+        if any(f.input is not None for f in self.faults):
+            extra.append("Input")
+        if any(f.value is not None for f in self.faults):
+            extra.append("Value")
+        with p.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(list(CSV_COLUMNS) + extra)
+            for f in self.faults:
+                row: list[Any] = [f.id, f.layer, format_index(f.index), f.bit]
+                for c in extra:
+                    row.append(
+                        {
+                            "Site": f.site,
+                            "Model": f.model,
+                            "Bits": ";".join(map(str, f.bits)),
+                            "Input": "" if f.input is None else f.input,
+                            "Value": "" if f.value is None else repr(f.value),
+                        }[c]
+                    )
+                w.writerow(row)
+        return p
+
+
+def renumber(faults: Sequence[Fault], start: int = 0) -> list[Fault]:
+    """The same faults with consecutive ids from ``start``."""
+    return [replace(f, id=start + i) for i, f in enumerate(faults)]
+
+
+__all__ = ["Site", "SiteKind", "Fault", "FaultList", "parse_index", "format_index", "renumber", "CSV_COLUMNS"]
+
+
+# ----- InjectTF2 YAML -----
+_TF2_FAULT_TYPES = {"bitflip": "flip", "random": "random", "zero": "zero"}
+
+
+@dataclass(frozen=True)
+class InjectConfig:
+    """InjectTF2's ``inject_layer`` config: per input, with probability p, fault one output element.
+
+    Read as InjectTF2 writes it: ``layer_name`` or ``inject_layer_number`` (0-based layer index),
+    ``fault_type: BitFlip|Random|Zero``, ``bit_flip_type: RandomBit|SpecificBit``, ``bit_number``
+    (alias ``bit_position``), ``probability``, ``elements: random|all``. :meth:`expand` turns it into
+    a concrete, seeded :class:`FaultList` of activation faults, one per affected input.
+    """
+
+    layer_name: str | None
+    layer_number: int | None
+    fault_type: str  # flip | random | zero
+    random_bit: bool
+    bit: int | None
+    probability: float
+    all_elements: bool
+    source: str = "<memory>"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "InjectConfig":
+        import yaml
+
+        p = Path(path)
+        if not p.exists():
+            raise FaultSpecError(f"{p}: no such config file; expected an InjectTF2 YAML with an inject_layer section")
+        try:
+            doc = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" line {mark.line + 1}" if mark is not None else ""
+            raise FaultSpecError(f"{p}{at}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
+        return cls.from_dict(doc, source=str(p))
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, source: str = "<memory>") -> "InjectConfig":
+        if not isinstance(doc, dict) or not isinstance(doc.get("inject_layer"), dict):
+            raise FaultSpecError(f"{source}: expected a mapping with an 'inject_layer' section (layer_name, fault_type, bit_flip_type, probability)")
+        c = doc["inject_layer"]
+        known = {"layer_name", "inject_layer_number", "layer_number", "fault_type", "bit_flip_type", "bit_number", "bit_position", "probability", "elements"}
+        unknown = sorted(set(c) - known)
+        if unknown:
+            raise FaultSpecError(f"{source}: inject_layer.{unknown[0]} is not a known field; expected {', '.join(sorted(known))}")
+        name = c.get("layer_name")
+        number = c.get("inject_layer_number", c.get("layer_number"))
+        if name is None and number is None:
+            raise FaultSpecError(f"{source}: inject_layer needs layer_name (e.g. dense_1) or inject_layer_number")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 0):
+            raise FaultSpecError(f"{source}: inject_layer.inject_layer_number must be a layer index >= 0, got {number!r}")
+        ftype_raw = str(c.get("fault_type", "BitFlip"))
+        ftype = _TF2_FAULT_TYPES.get(ftype_raw.lower().replace("_", ""))
+        if ftype is None:
+            raise FaultSpecError(f"{source}: inject_layer.fault_type {ftype_raw!r} must be BitFlip, Random or Zero")
+        bft = str(c.get("bit_flip_type", "RandomBit"))
+        if bft not in ("RandomBit", "SpecificBit"):
+            raise FaultSpecError(f"{source}: inject_layer.bit_flip_type {bft!r} must be RandomBit or SpecificBit")
+        bit = c.get("bit_number", c.get("bit_position"))
+        if bft == "SpecificBit" and ftype == "flip":
+            if bit is None:
+                raise FaultSpecError(f"{source}: bit_flip_type SpecificBit needs bit_number (0..31; 31 is the float32 sign)")
+            if isinstance(bit, bool) or not isinstance(bit, int):
+                raise FaultSpecError(f"{source}: inject_layer.bit_number must be an integer 0..31, got {bit!r}")
+        prob = c.get("probability", 1.0)
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= float(prob) <= 1.0:
+            raise FaultSpecError(f"{source}: inject_layer.probability must be a number in [0, 1], got {prob!r}")
+        elements = str(c.get("elements", "random")).lower()
+        if elements not in ("random", "all"):
+            raise FaultSpecError(f"{source}: inject_layer.elements must be random or all, got {elements!r}")
+        return cls(
+            layer_name=None if name is None else str(name),
+            layer_number=number,
+            fault_type=ftype,
+            random_bit=bft == "RandomBit",
+            bit=None if bit is None else int(bit),
+            probability=float(prob),
+            all_elements=elements == "all",
+            source=source,
+        )
+
+    def expand(self, site: Site, n_inputs: int, *, seed: int = 0) -> FaultList:
+        """One activation fault per input hit (probability p), on ``site``; seeded and reproducible."""
+        if self.bit is not None and not self.random_bit and not 0 <= self.bit < site.bit_width:
+            raise FaultSpecError(
+                f"{self.source}: inject_layer.bit_number {self.bit} is beyond {site.dtype}'s {site.bit_width} bits; expected 0..{site.bit_width - 1}"
+            )
+        rng = np.random.default_rng(seed)
+        hit = rng.random(n_inputs) < self.probability
+        faults: list[Fault] = []
+        for i in np.flatnonzero(hit):
+            index = None if self.all_elements else tuple(int(v) for v in np.unravel_index(int(rng.integers(site.numel)), site.shape))
+            bits: tuple[int, ...] = ()
+            value = None
+            if self.fault_type == "flip":
+                bits = (int(rng.integers(site.bit_width)),) if self.random_bit else (int(self.bit),)  # type: ignore[arg-type]
+            elif self.fault_type == "random":
+                value = float(rng.random())
+            faults.append(Fault(len(faults), site.name, index, bits, "activation", self.fault_type, value, int(i)))  # type: ignore[arg-type]
+        return FaultList(tuple(faults), self.source)
+
+
+__all__ += ["InjectConfig"]
