@@ -1,4 +1,256 @@
-"""Hardware-fault commands: demo, layers, faults, run, plan, report, compare, show-activations."""
+"""Hardware-fault commands: demo, layers, faults generate, run."""
 from __future__ import annotations
 
-from . import app  # noqa: F401
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from . import app
+from ._common import console, err_console, progress_bar
+
+faults_app = typer.Typer(help="Create and inspect fault lists.", no_args_is_help=True)
+app.add_typer(faults_app, name="faults")
+
+ModelOpt = typer.Option(..., "--model", "-m", help="pkg.module:factory, file.py:factory, a .pt2/.keras/.h5 file, or a pickled .pt with --trust-pickle.")
+WeightsOpt = typer.Option(None, "--weights", "-w", help="state_dict for a factory model (loaded with weights_only=True).")
+TrustOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole torch module (runs code from the file).")
+UnsafeOpt = typer.Option(False, "--unsafe", help="Allow Keras Lambda layers (Keras safe_mode=False).")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda (the model and data live there).")
+
+
+def _load(model: str, weights: Optional[Path], trust_pickle: bool, unsafe: bool, device: str):
+    from ..targets import TargetSpec
+
+    spec = TargetSpec(model, None if weights is None else str(weights), trust_pickle, unsafe, device)
+    return spec, spec()
+
+
+def _fmt_rate(rate: float, lo: float, hi: float) -> str:
+    return f"{100 * rate:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def print_layer_table(results, *, title: str) -> None:
+    """The per-layer outcome table, each rate with its 95 % Wilson interval."""
+    from ..report import layer_table
+
+    t = layer_table(results)
+    table = Table(title=title, title_justify="left")
+    for col in ("site", "layer", "faults", "pairs", "masked", "non-critical", "SDC-1", "SDC-5", "DUE"):
+        table.add_column(col, justify="left" if col in ("site", "layer") else "right")
+    for _, r in t.iterrows():
+        table.add_row(
+            r["site"], r["layer"], str(r["faults"]), str(r["pairs"]),
+            *(_fmt_rate(r[f"{c}_rate"], r[f"{c}_lo"], r[f"{c}_hi"]) for c in ("masked", "non_critical", "sdc1", "sdc5", "due")),
+        )
+    console.print(table)
+    console.print("rates are over (fault, input) pairs, with 95 % Wilson intervals", style="dim")
+
+
+def run_with_progress(campaign, description: str):
+    with progress_bar() as prog:
+        task = prog.add_task(description, total=None)
+
+        def cb(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        return campaign.run(progress=cb)
+
+
+@app.command()
+def layers(
+    model: str = ModelOpt,
+    weights: Optional[Path] = WeightsOpt,
+    data: str = typer.Option("digits", "--data", "-d", help="Data whose first sample traces activation shapes."),
+    trust_pickle: bool = TrustOpt,
+    unsafe: bool = UnsafeOpt,
+) -> None:
+    """List a model's fault sites: name, kind, layer type, shape, dtype, element count.
+
+    Example: faultlab layers --model faultlab.models:digits_cnn
+    """
+    from ..datasets import load_dataset
+
+    _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
+    ds = load_dataset(data)
+    if hasattr(target, "trace"):
+        target.trace(target.prepare(ds.x[:1]))
+    table = Table()
+    for col in ("name", "kind", "layer type", "shape", "dtype", "elements"):
+        table.add_column(col, justify="right" if col == "elements" else "left")
+    for s in target.sites():
+        table.add_row(s.name, s.kind, s.layer_type, str(s.shape), s.dtype, f"{s.numel:,}")
+    console.print(table)
+
+
+@faults_app.command("generate")
+def faults_generate(
+    model: str = ModelOpt,
+    n: int = typer.Option(..., "--n", help="Number of faults."),
+    out: Path = typer.Option(..., "-o", "--out", help="CSV file to write (tf_injector layout)."),
+    site: str = typer.Option("weight", "--site", help="weight or activation."),
+    layers_: Optional[list[str]] = typer.Option(None, "--layers", help="Restrict to these sites (repeat the option)."),
+    bits: Optional[str] = typer.Option(None, "--bits", help="Bit positions to draw from, e.g. 23-31 or 0,8,31."),
+    fault_model: str = typer.Option("flip", "--fault-model", help="flip, stuck0 or stuck1."),
+    seed: int = typer.Option(0, "--seed"),
+    weights: Optional[Path] = WeightsOpt,
+    data: str = typer.Option("digits", "--data", "-d", help="Data whose first sample traces activation shapes."),
+    trust_pickle: bool = TrustOpt,
+    unsafe: bool = UnsafeOpt,
+) -> None:
+    """Draw N faults uniformly over (element, bit) of the chosen sites; same seed, same list.
+
+    Example: faultlab faults generate --model faultlab.models:digits_cnn --n 1000 --site weight --seed 1 -o faults.csv
+    """
+    from ..datasets import load_dataset
+    from ..errors import FaultlabError
+    from ..planning import RandomPlanner
+
+    if site not in ("weight", "activation"):
+        raise FaultlabError(f"--site {site!r}: expected weight or activation")
+    _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
+    if site == "activation" and hasattr(target, "trace"):
+        target.trace(target.prepare(load_dataset(data).x[:1]))
+    bit_list = parse_bit_ranges(bits) if bits else None
+    sites = [s for s in target.sites() if s.kind == site]
+    if layers_:
+        for name in layers_:
+            target.site(name, site)  # type: ignore[arg-type]
+        sites = [s for s in sites if s.name in set(layers_) or f"{s.name}.weight" in set(layers_)]
+    plan = RandomPlanner(n=n, site_kind=site, bits=bit_list, model=fault_model).plan(sites, seed=seed)
+    path = plan.faults.to_csv(out)
+    console.print(f"wrote {len(plan.faults)} {site} faults to {path}")
+
+
+def parse_bit_ranges(text: str) -> list[int]:
+    """``"23-31"`` or ``"0,8,31"`` or a mix as a list of ints."""
+    from ..errors import FaultlabError
+
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise FaultlabError(f"--bits {text!r}: expected bit positions like 23-31 or 0,8,31") from None
+    return out
+
+
+@app.command()
+def run(
+    model: str = ModelOpt,
+    data: str = typer.Option(..., "--data", "-d", help="digits, mnist, or an .npz with arrays x and y."),
+    out: Path = typer.Option(..., "--out", "-o", help="Campaign directory (SQLite store, report.csv); rerun to resume."),
+    faults: Optional[Path] = typer.Option(None, "--faults", "-f", help="Fault list CSV (Injection,Layer,TensorIndex,Bit[,Site,Model,Bits,Input,Value])."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="InjectTF2 YAML config (inject_layer: ...)."),
+    weights: Optional[Path] = WeightsOpt,
+    batch_size: int = typer.Option(512, "--batch-size", "-b", min=1),
+    seed: int = typer.Option(0, "--seed", help="Seed for config expansion (which inputs, elements, bits)."),
+    engine: str = typer.Option("exact", "--engine", help="exact (reference) or fast."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Regression models: relative error tolerated before an output counts as SDC."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N inputs."),
+    split: str = typer.Option("test", "--split", help="Bundled data split: test, train or all."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (1 = this process)."),
+    save_outputs: bool = typer.Option(False, "--save-outputs", help="Also write raw scores: clean.npy and inj_<id>.npy per fault."),
+    trust_pickle: bool = TrustOpt,
+    unsafe: bool = UnsafeOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Run a fault campaign: golden run, every fault, outcomes into DIR/campaign.sqlite and DIR/report.csv.
+
+    Kill it at any time and run the same command again to resume.
+
+    Example: faultlab run --model faultlab.models:digits_cnn --weights w.pt --data digits --faults faults.csv --out runs/c1
+    """
+    from ..datasets import load_dataset
+    from ..engine.campaign import Campaign
+    from ..errors import FaultlabError
+    from ..executors import make_local_executor
+    from ..faults import FaultList, InjectConfig
+    from ..report import write_report_csv
+
+    if (faults is None) == (config is None):
+        raise FaultlabError("pass exactly one of --faults FILE.csv or --config FILE.yml")
+    spec, target = _load(model, weights, trust_pickle, unsafe, device)
+    ds = load_dataset(data, split=split).head(limit)  # type: ignore[arg-type]
+    if config is not None:
+        cfg = InjectConfig.from_yaml(config)
+        if hasattr(target, "trace"):
+            target.trace(target.prepare(ds.x[:1]))
+        fl = target.expand_config(cfg, len(ds), seed=seed)
+    else:
+        fl = FaultList.from_csv(faults)  # type: ignore[arg-type]
+    campaign = Campaign(
+        target=target, data=ds, faults=fl, out=out, engine=engine, batch_size=batch_size,
+        tolerance=tolerance, executor=make_local_executor(workers), target_factory=spec,
+        model_id=model, settings={"seed": seed, "fault_source": str(faults or config), "weights": str(weights) if weights else None},
+    )
+    summary = run_with_progress(campaign, "faults")
+    report = write_report_csv(summary.results, Path(out) / "report.csv", summary.criterion)
+    if save_outputs:
+        from ..engine.outputs import save_outputs as _save
+
+        _save(target, ds, fl, Path(out), batch_size=batch_size)
+    print_layer_table(summary.results, title=f"{model} on {ds.name}: {len(summary.results)} faults x inputs, criterion {summary.criterion}")
+    if config is not None and summary.clean_top1 is not None:
+        from ..engine.campaign import faulty_accuracy
+
+        console.print(f"clean accuracy {100 * summary.clean_top1:.2f}%   faulty accuracy {100 * faulty_accuracy(summary):.2f}%")
+    state = "resumed" if summary.resumed else "new"
+    console.print(f"{state} campaign: {summary.new_results} faults run now, {len(summary.results)} stored")
+    console.print(f"wrote {report}\n      {Path(out) / 'campaign.sqlite'}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("faultlab-demo"), "--out", "-o", help="Where the demo writes its campaign."),
+    n_faults: int = typer.Option(1000, "--n", help="Faults per site kind (weight and activation)."),
+    seed: int = typer.Option(0, "--seed"),
+    engine: str = typer.Option("exact", "--engine", help="exact or fast."),
+) -> None:
+    """Train a small CNN on the bundled digits (cached), run weight and activation bit-flip campaigns, report.
+
+    Example: faultlab demo
+    """
+    import torch
+
+    from ..datasets import load_dataset
+    from ..engine.campaign import Campaign
+    from ..faults import FaultList
+    from ..models import cache_dir, pretrained_digits_cnn
+    from ..planning import RandomPlanner
+    from ..report import write_report_csv
+    from ..targets import TargetSpec, make_target
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    with err_console.status("training the demo CNN on digits (cached after the first run)"):
+        model = pretrained_digits_cnn(seed=seed)
+    weights = cache_dir() / f"digits_cnn_seed{seed}.pt"
+    ds = load_dataset("digits", split="test")
+    target = make_target(model)
+    target.trace(ds.x[:1])
+    w = RandomPlanner(n=n_faults, site_kind="weight").plan(target.sites(), seed=seed).faults
+    a = RandomPlanner(n=n_faults, site_kind="activation").plan(target.sites(), seed=seed + 1).faults
+    from ..faults import renumber
+
+    fl = FaultList.of(renumber(list(w) + list(a)), "demo")
+    out.mkdir(parents=True, exist_ok=True)
+    fl.to_csv(out / "faults.csv")
+    campaign = Campaign(
+        target=target, data=ds, faults=fl, out=out, engine=engine, batch_size=2048,
+        target_factory=TargetSpec("faultlab.models:digits_cnn", str(weights)), model_id="faultlab.models:digits_cnn",
+        settings={"seed": seed, "weights": str(weights), "fault_source": str(out / "faults.csv")},
+    )
+    summary = run_with_progress(campaign, f"{len(fl)} faults x {len(ds)} digits")
+    report = write_report_csv(summary.results, out / "report.csv", summary.criterion)
+    print_layer_table(summary.results, title=f"demo CNN on {ds.name} (clean top-1 {100 * (summary.clean_top1 or 0):.1f}%), {len(fl)} single-bit faults")
+    console.print(f"done in {summary.seconds:.1f} s ({summary.new_results} faults run now)")
+    console.print("wrote:")
+    for p in (out / "faults.csv", out / "campaign.sqlite", report):
+        console.print(f"  {p}")

@@ -1,0 +1,227 @@
+"""The campaign driver: validate, compute golden outputs, stream results into the store, resume.
+
+A :class:`Campaign` ties a target, evaluation data and a fault list to a campaign
+directory. Work is cut into chunks of faults and handed to an executor; whatever comes
+back is written to SQLite at once, so a killed campaign resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..datasets import Dataset
+from ..errors import DataError, FaultlabError
+from ..executors import Executor, InProcessExecutor
+from ..faults import Fault, FaultList
+from ..outcomes import FaultResult
+from ..store import CampaignStore
+from ..targets.base import Target
+from . import make_engine
+from ._base import EvalSet
+
+log = logging.getLogger("faultlab")
+
+ProgressFn = Callable[[int, int], None]
+
+
+def data_fingerprint(x: np.ndarray, y: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    h.update(str(x.shape).encode())
+    h.update(np.ascontiguousarray(x).tobytes())
+    if y is not None:
+        h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CampaignWorker:
+    """Builds, once per process, what a worker needs: the target, golden outputs and an engine.
+
+    Picklable when ``target_factory`` is (e.g. a :class:`faultlab.targets.TargetSpec`), so the
+    same worker runs in this process, a process pool or a Ray actor.
+    """
+
+    target_factory: Callable[[], Target]
+    x: np.ndarray
+    y: np.ndarray | None
+    engine: str = "exact"
+    batch_size: int = 512
+    k: int = 5
+    tolerance: float | None = None
+    engine_options: dict = field(default_factory=dict)
+
+    def __call__(self) -> Callable[[Sequence[Fault]], list[FaultResult]]:
+        target = self.target_factory()
+        if hasattr(target, "trace"):
+            target.trace(target.prepare(self.x[:1]))
+        data = EvalSet.build(target, self.x, self.y, batch_size=self.batch_size)
+        eng = make_engine(self.engine, batch_size=self.batch_size, k=self.k, tolerance=self.tolerance, **self.engine_options)
+
+        def work(faults: Sequence[Fault]) -> list[FaultResult]:
+            return eng.run(target, data, faults)
+
+        return work
+
+
+@dataclass
+class CampaignSummary:
+    """What a finished (or resumed) campaign holds: per-fault results and the clean accuracy."""
+
+    directory: Path
+    results: Any  # pandas DataFrame
+    n_inputs: int
+    clean_top1: float | None
+    criterion: str
+    resumed: bool
+    new_results: int
+    seconds: float
+    clean_correct: np.ndarray | None = None
+
+
+class Campaign:
+    """A fault campaign on one target and dataset, stored in ``out`` (``campaign.sqlite``)."""
+
+    def __init__(
+        self,
+        *,
+        target: Target,
+        data: Dataset,
+        faults: FaultList,
+        out: str | Path,
+        engine: str = "exact",
+        batch_size: int = 512,
+        k: int = 5,
+        tolerance: float | None = None,
+        executor: Executor | None = None,
+        target_factory: Callable[[], Target] | None = None,
+        chunk_size: int = 64,
+        model_id: str = "<memory>",
+        settings: dict | None = None,
+    ) -> None:
+        self.target = target
+        self.data = data
+        self.faults = faults
+        self.out = Path(out)
+        self.engine = engine
+        self.batch_size = batch_size
+        self.k = k
+        self.tolerance = tolerance
+        self.executor = executor or InProcessExecutor()
+        self.target_factory = target_factory or (lambda: target)
+        self.chunk_size = chunk_size
+        self.model_id = model_id
+        self.extra_settings = settings or {}
+
+    @property
+    def criterion(self) -> str:
+        return f"top-1 (top-{self.k} for SDC-5)" if self.tolerance is None else f"relative error <= {self.tolerance:g}"
+
+    def _prepared(self) -> tuple[np.ndarray, np.ndarray | None, EvalSet]:
+        x = self.target.prepare(self.data.x)
+        if len(x) == 0:
+            raise DataError(f"{self.data.name}: the dataset is empty; it needs at least one sample")
+        if hasattr(self.target, "trace"):
+            self.target.trace(x[:1])
+        data = EvalSet.build(self.target, x[:1], None)
+        golden1 = data.golden
+        y = self.data.y
+        if y is not None and np.issubdtype(y.dtype, np.integer) and golden1.shape[1] > 1:
+            if y.min() < 0 or y.max() >= golden1.shape[1]:
+                raise DataError(
+                    f"{self.data.name}: labels must be 0..{golden1.shape[1] - 1} for a model with {golden1.shape[1]} outputs, found {int(y.min())}..{int(y.max())}"
+                )
+        return x, y, data
+
+    def validate(self) -> None:
+        """Check data and every fault against the target before anything is written."""
+        self._prepared()
+        self.target.check_faults(self.faults, len(self.data))
+
+    def identity(self, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
+        fp = getattr(self.target, "fingerprint", None)
+        return {
+            "model": self.model_id,
+            "model_hash": fp() if callable(fp) else None,
+            "data": data_fingerprint(x, y),
+            "criterion": self.criterion,
+            "faults": self.faults.fingerprint(),
+        }
+
+    def run(self, progress: ProgressFn | None = None) -> CampaignSummary:
+        t0 = time.perf_counter()
+        x, y, _ = self._prepared()
+        self.target.check_faults(self.faults, len(x))
+        settings = {
+            "model": self.model_id,
+            "data": self.data.name,
+            "n_inputs": int(len(x)),
+            "n_faults": len(self.faults),
+            "engine": self.engine,
+            "batch_size": self.batch_size,
+            "k": self.k,
+            "tolerance": self.tolerance,
+            "criterion": self.criterion,
+            "framework": self.target.framework,
+            "device": self.target.device,
+            **self.extra_settings,
+        }
+        with CampaignStore(self.out) as store:
+            resumed = store.init_campaign(self.identity(x, y), settings, self.faults)
+            golden = EvalSet.build(self.target, x, y, batch_size=self.batch_size)
+            clean_top1 = None
+            if golden.labels is not None:
+                clean_top1 = float((golden.golden.argmax(1) == golden.labels).float().mean().item())
+            store.set_meta("clean_top1", clean_top1)
+            if golden.labels is not None:
+                ok = (golden.golden.argmax(1) == golden.labels).cpu().numpy()
+                store.set_meta("clean_correct", "".join("1" if v else "0" for v in ok))
+            done = store.done_ids()
+            pending = [f for f in self.faults if f.id not in done]
+            total, finished = len(self.faults), len(self.faults) - len(pending)
+            if progress:
+                progress(finished, total)
+            new = 0
+            worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance)
+            chunks = [pending[i : i + self.chunk_size] for i in range(0, len(pending), self.chunk_size)]
+            errors: list[str] = []
+            for outcome in self.executor.run(worker, chunks):
+                if not outcome.ok:
+                    errors.append(outcome.error or "?")
+                    log.error("chunk of %d faults failed: %s", len(outcome.task), outcome.error)
+                    continue
+                new += store.add_results(outcome.result)
+                finished += len(outcome.result)
+                if progress:
+                    progress(finished, total)
+            if errors:
+                raise FaultlabError(f"{len(errors)} chunk(s) of faults failed (stored results are kept; rerun to retry): {errors[0].splitlines()[0]}")
+            df = store.results_frame()
+            cc = store.get_meta("clean_correct")
+        clean_correct = None if cc is None else np.frombuffer(cc.encode(), dtype=np.uint8) == ord("1")
+        return CampaignSummary(self.out, df, int(len(x)), clean_top1, self.criterion, resumed, new, time.perf_counter() - t0, clean_correct)
+
+
+def faulty_accuracy(summary: CampaignSummary) -> float:
+    """Top-1 accuracy under the campaign's faults.
+
+    Per-input faults (InjectTF2 configs): every input once, faulted where a fault hit it, clean
+    elsewhere -- InjectTF2's 'faulty accuracy'. Whole-dataset faults: the mean over (fault, input) pairs.
+    """
+    df = summary.results
+    if df.empty:
+        return float("nan")
+    if df["input"].notna().all() and summary.clean_correct is not None:
+        correct = summary.clean_correct.astype(np.int64).copy()
+        for inp, t1 in zip(df["input"].astype(int), df["top1_correct"]):
+            correct[inp] = t1
+        return float(correct.mean())
+    return float(df["top1_correct"].sum() / df["n"].sum())
+
+
+__all__ = ["Campaign", "CampaignWorker", "CampaignSummary", "data_fingerprint", "faulty_accuracy"]

@@ -1,0 +1,67 @@
+"""Tabular reports: tf_injector's per-fault ``report.csv`` and the per-layer outcome table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+REPORT_COLUMNS = [
+    "inj_id", "target_layer", "site", "bit_pos", "n_injections",
+    "top_1_correct", "top_5_correct", "top_1_robust", "top_5_robust",
+    "masked", "non_critical", "critical", "sdc5", "due", "criterion",
+]
+
+
+def report_frame(results: pd.DataFrame, criterion: str) -> pd.DataFrame:
+    """One row per fault with tf_injector's columns (``critical`` = top-1 changed) plus sdc5, due."""
+    df = pd.DataFrame(
+        {
+            "inj_id": results["fault_id"],
+            "target_layer": results["layer"],
+            "site": results["site"],
+            "bit_pos": [int(b.split(";")[0]) if b else -1 for b in results["bits"]],
+            "n_injections": results["n"],
+            "top_1_correct": results["top1_correct"],
+            "top_5_correct": results["top5_correct"],
+            "top_1_robust": results["top1_robust"],
+            "top_5_robust": results["top5_robust"],
+            "masked": results["masked"],
+            "non_critical": results["non_critical"],
+            "critical": results["sdc1"],
+            "sdc5": results["sdc5"],
+            "due": results["due"],
+            "criterion": criterion,
+        }
+    )
+    return df[REPORT_COLUMNS]
+
+
+def write_report_csv(results: pd.DataFrame, path: str | Path, criterion: str) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    report_frame(results, criterion).to_csv(p, index=False)
+    return p
+
+
+def layer_table(results: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (site kind, layer): faults, (fault, input) pairs, and the rate of each outcome over pairs.
+
+    Each rate comes with a Wilson score interval (``<rate>_lo``/``<rate>_hi``) at ``confidence``.
+    """
+    from ..stats import wilson_interval
+
+    if results.empty:
+        return pd.DataFrame(columns=["site", "layer", "faults", "pairs"])
+    g = results.groupby(["site", "layer"], sort=False)
+    agg = g[["n", "masked", "non_critical", "sdc1", "sdc5", "due"]].sum()
+    agg.insert(0, "faults", g.size())
+    agg = agg.rename(columns={"n": "pairs"}).reset_index()
+    for col in ("masked", "non_critical", "sdc1", "sdc5", "due"):
+        k, n = agg[col].to_numpy(), agg["pairs"].to_numpy()
+        agg[f"{col}_rate"] = k / n
+        lo, hi = wilson_interval(k, n, confidence)
+        agg[f"{col}_lo"], agg[f"{col}_hi"] = lo, hi
+    return agg
+
+
+__all__ = ["REPORT_COLUMNS", "report_frame", "write_report_csv", "layer_table"]

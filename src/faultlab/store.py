@@ -1,0 +1,195 @@
+"""SQLite campaign store: settings, faults and per-fault results, appended as they are produced.
+
+One database per campaign directory. Results are written in one transaction per batch
+(``INSERT OR IGNORE`` on the fault id), so a killed run loses at most the batch in
+flight and a rerun never counts a fault twice. The campaign's identity (model, data,
+outcome criterion, fault list) is fixed on creation; reopening with a different one is
+refused rather than silently mixed.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import zlib
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import FaultlabError
+from .faults import Fault, FaultList, format_index, parse_index
+from .outcomes import FaultResult
+
+SCHEMA_VERSION = 1
+DB_NAME = "campaign.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faults (
+    id INTEGER PRIMARY KEY, layer TEXT NOT NULL, idx TEXT NOT NULL, bits TEXT NOT NULL,
+    site TEXT NOT NULL, model TEXT NOT NULL, value REAL, input INTEGER, stratum TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    fault_id INTEGER PRIMARY KEY REFERENCES faults(id),
+    n INTEGER NOT NULL, masked INTEGER NOT NULL, non_critical INTEGER NOT NULL,
+    sdc1 INTEGER NOT NULL, sdc5 INTEGER NOT NULL, due INTEGER NOT NULL,
+    top1_correct INTEGER NOT NULL, top5_correct INTEGER NOT NULL,
+    top1_robust INTEGER NOT NULL, top5_robust INTEGER NOT NULL,
+    engine TEXT NOT NULL, codes BLOB, created REAL NOT NULL
+);
+"""
+
+RESULT_COLUMNS = ("n", "masked", "non_critical", "sdc1", "sdc5", "due", "top1_correct", "top5_correct", "top1_robust", "top5_robust")
+
+
+class CampaignStore:
+    """A campaign's SQLite database (``DIR/campaign.sqlite``): ids in, frozen records out."""
+
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path)
+        if p.is_dir() or p.suffix == "":
+            p = p / DB_NAME
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.path = p
+        self._conn = sqlite3.connect(str(p), timeout=60, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        v = self.get_meta("schema_version")
+        if v is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(v) != SCHEMA_VERSION:
+            raise FaultlabError(f"{p}: schema version {v}, this faultlab reads version {SCHEMA_VERSION}; rerun into a new --out directory")
+
+    @classmethod
+    def open_existing(cls, directory: str | Path) -> "CampaignStore":
+        p = Path(directory)
+        db = p / DB_NAME if p.is_dir() else p
+        if not db.exists():
+            raise FaultlabError(f"{p}: no campaign database ({DB_NAME}) here; run 'faultlab run --out {p}' first")
+        return cls(db)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "CampaignStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- meta -----
+    def get_meta(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def settings(self) -> dict[str, Any]:
+        return self.get_meta("settings") or {}
+
+    # ----- campaign identity -----
+    def init_campaign(self, identity: dict[str, Any], settings: dict[str, Any], faults: FaultList | None = None) -> bool:
+        """Record a new campaign, or check that a stored one is the same; True when resuming.
+
+        ``identity`` holds what must match to resume (model, data, criterion, fault list);
+        ``settings`` is descriptive (batch size, engine, versions) and is updated.
+        """
+        stored = self.get_meta("identity")
+        if stored is not None:
+            diff = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+            if diff:
+                raise FaultlabError(
+                    f"{self.path.parent}: holds a different campaign ({', '.join(diff)} differ); use another --out directory to start a new one"
+                )
+            self.set_meta("settings", {**self.settings(), **settings})
+            return True
+        with self._tx():
+            self.set_meta("identity", identity)
+            self.set_meta("settings", settings)
+            self.set_meta("created", time.time())
+            if faults is not None:
+                self._insert_faults(faults)
+        return False
+
+    def _tx(self):
+        conn = self._conn
+
+        class _T:
+            def __enter__(self_inner):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, et, ev, tb):
+                conn.execute("COMMIT" if et is None else "ROLLBACK")
+
+        return _T()
+
+    def _insert_faults(self, faults: Iterable[Fault], stratum: str | None = None) -> None:
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO faults(id, layer, idx, bits, site, model, value, input, stratum) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(f.id, f.layer, format_index(f.index), ";".join(map(str, f.bits)), f.site, f.model, f.value, f.input, stratum) for f in faults],
+        )
+
+    def add_faults(self, faults: Iterable[Fault], stratum: str | None = None) -> None:
+        """Append faults (adaptive rounds); ids already stored are kept as they are."""
+        with self._tx():
+            self._insert_faults(faults, stratum)
+
+    def faults(self) -> FaultList:
+        rows = self._conn.execute("SELECT id, layer, idx, bits, site, model, value, input FROM faults ORDER BY id").fetchall()
+        return FaultList(
+            tuple(
+                Fault(r[0], r[1], parse_index(r[2], where="store"), tuple(int(b) for b in r[3].split(";") if b), r[4], r[5], r[6], r[7])
+                for r in rows
+            ),
+            str(self.path),
+        )
+
+    # ----- results -----
+    def done_ids(self) -> set[int]:
+        return {r[0] for r in self._conn.execute("SELECT fault_id FROM results")}
+
+    def n_results(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def add_results(self, results: Sequence[FaultResult]) -> int:
+        """Store a batch of results in one transaction; returns how many were new."""
+        if not results:
+            return 0
+        now = time.time()
+        with self._tx():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO results(fault_id, n, masked, non_critical, sdc1, sdc5, due, top1_correct, top5_correct, top1_robust, top5_robust, engine, codes, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        r.fault_id, r.n, r.masked, r.non_critical, r.sdc1, r.sdc5, r.due,
+                        r.top1_correct, r.top5_correct, r.top1_robust, r.top5_robust, r.engine,
+                        zlib.compress(np.ascontiguousarray(r.codes, dtype=np.uint8).tobytes(), 1), now,
+                    )
+                    for r in results
+                ],
+            )
+            return self._conn.total_changes - before
+
+    def results_frame(self, *, with_codes: bool = False):
+        """Faults joined with their results as a pandas DataFrame (one row per finished fault)."""
+        import pandas as pd
+
+        cols = "f.id AS fault_id, f.layer, f.idx, f.bits, f.site, f.model, f.value, f.input, f.stratum, " + ", ".join(f"r.{c}" for c in RESULT_COLUMNS) + ", r.engine"
+        if with_codes:
+            cols += ", r.codes"
+        with closing(self._conn.cursor()) as cur:
+            cur.execute(f"SELECT {cols} FROM results r JOIN faults f ON f.id = r.fault_id ORDER BY f.id")
+            names = [d[0] for d in cur.description]
+            df = pd.DataFrame(cur.fetchall(), columns=names)
+        if with_codes:
+            df["codes"] = [np.frombuffer(zlib.decompress(b), dtype=np.uint8) if b else np.zeros(0, np.uint8) for b in df["codes"]]
+        return df
+
+
+__all__ = ["CampaignStore", "SCHEMA_VERSION", "DB_NAME", "RESULT_COLUMNS"]

@@ -1,0 +1,247 @@
+"""PyTorch target: weight faults in place on parameters, activation faults through forward hooks."""
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask, bit_width
+from ..errors import DataError, FaultSpecError
+from ..faults import Fault, Site
+from .base import Assignment, Target
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def _rows_tensor(rows: slice | Sequence[int] | None, n_rows: int, device: torch.device) -> torch.Tensor:
+    if rows is None:
+        return torch.arange(n_rows, device=device)
+    if isinstance(rows, slice):
+        return torch.arange(*rows.indices(n_rows), device=device)
+    return torch.as_tensor(list(rows), dtype=torch.long, device=device)
+
+
+class TorchTarget(Target):
+    """A ``torch.nn.Module`` under test, on whatever device it lives.
+
+    Activation sites need one forward pass to learn their shapes: pass ``example_input``
+    (one or more samples) or call :meth:`trace` before asking for sites.
+    """
+
+    framework = "torch"
+    image_layout = "channels_first"
+
+    def __init__(self, model: nn.Module, *, example_input: torch.Tensor | np.ndarray | None = None) -> None:
+        self.model = model.eval()
+        try:
+            p = next(model.parameters())
+            self._device = p.device
+            self._float_dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), torch.float32)
+        except StopIteration:
+            self._device = torch.device("cpu")
+            self._float_dtype = torch.float32
+        self.device = str(self._device)
+        self._modules = dict(model.named_modules())
+        self._act_shapes: dict[str, tuple[tuple[int, ...], str]] | None = None
+        self._act_order: list[str] = []
+        self._sites: list[Site] | None = None
+        if example_input is not None:
+            self.trace(example_input)
+
+    # ----- sites -----
+    def trace(self, x: torch.Tensor | np.ndarray) -> None:
+        """Run one forward pass on ``x`` to record every module's output shape and call order."""
+        xt = self.to_tensor(x[:1])
+        shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+        order: list[str] = []
+        handles = []
+
+        def rec(name: str) -> Callable:
+            def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+                t = _first_tensor(out)
+                if t is not None and name not in shapes and t.dim() >= 1:
+                    shapes[name] = (tuple(t.shape[1:]), _dtype_name(t.dtype))
+                    order.append(name)
+
+            return hook
+
+        for name, mod in self._modules.items():
+            if name:
+                handles.append(mod.register_forward_hook(rec(name)))
+        try:
+            with torch.no_grad():
+                self.model(xt)
+        except Exception as e:
+            raise DataError(f"data of shape {tuple(xt.shape)} does not fit the model ({type(e).__name__}: {e})") from None
+        finally:
+            for h in handles:
+                h.remove()
+        self._act_shapes, self._act_order, self._sites = shapes, order, None
+
+    def _param_site_name(self, module: str, pname: str) -> str:
+        if pname == "weight" and module:
+            return module
+        return f"{module}.{pname}" if module else pname
+
+    def sites(self) -> list[Site]:
+        if self._sites is None:
+            sites: list[Site] = []
+            for mname, mod in self._modules.items():
+                for pname, p in mod.named_parameters(recurse=False):
+                    sites.append(Site(self._param_site_name(mname, pname), "weight", mname, type(mod).__name__, tuple(p.shape), _dtype_name(p.dtype)))
+            if self._act_shapes is not None:
+                for name in self._act_order:
+                    shape, dt = self._act_shapes[name]
+                    sites.append(Site(name, "activation", name, type(self._modules[name]).__name__, shape, dt))
+            self._sites = sites
+        return self._sites
+
+    def site(self, name: str, kind: str) -> Site:  # type: ignore[override]
+        if kind == "activation" and self._act_shapes is None:
+            raise FaultSpecError("activation sites need the input shape: trace the target with an example input first")
+        return super().site(name, kind)  # type: ignore[arg-type]
+
+    def _aliases(self, site: Site) -> list[str]:
+        if site.kind == "weight" and site.name == site.layer and site.layer:
+            return [f"{site.layer}.weight"]
+        return []
+
+    def _param(self, site: Site) -> torch.Tensor:
+        pname = "weight" if site.name == site.layer else site.name[len(site.layer) + 1 :] if site.layer else site.name
+        return getattr(self._modules[site.layer], pname)
+
+    def fingerprint(self) -> str:
+        """A hash of every parameter and buffer, to recognise the same model on resume."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, t in self.model.state_dict().items():
+            h.update(name.encode())
+            if t.numel():
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # ----- forward -----
+    def to_tensor(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+        if t.is_floating_point() and t.dtype != self._float_dtype:
+            t = t.to(self._float_dtype)
+        return t.to(self._device, non_blocking=True)
+
+    def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            out = _first_tensor(self.model(self.to_tensor(x)))
+        if out is None:
+            raise DataError("the model's forward() returned no tensor; faultlab needs (N, C) scores")
+        return out.reshape(out.shape[0], -1) if out.dim() != 2 else out
+
+    # ----- injection -----
+    @contextmanager
+    def inject(self, assignments: Sequence[Assignment]) -> Iterator[None]:
+        restores: list[Callable[[], None]] = []
+        handles: list[Any] = []
+        try:
+            by_layer: dict[str, list[tuple[Fault, Any, Site]]] = defaultdict(list)
+            with torch.no_grad():
+                for fault, rows in assignments:
+                    site = self.site(fault.layer, fault.site)
+                    if fault.site == "weight":
+                        restores.append(self._apply_weight(fault, site))
+                    else:
+                        by_layer[site.layer].append((fault, rows, site))
+            for layer, items in by_layer.items():
+                handles.append(self._modules[layer].register_forward_hook(self._activation_hook(items)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            with torch.no_grad():
+                for restore in reversed(restores):
+                    restore()
+
+    def _apply_weight(self, fault: Fault, site: Site) -> Callable[[], None]:
+        p = self._param(site).data
+        idx = fault.index
+        if idx is None:
+            orig = p.clone()
+            p.copy_(apply_fault_model(orig, fault.model, fault.bits, value=fault.value))
+            return lambda: p.copy_(orig)
+        orig = p[idx].clone()
+        p[idx] = apply_fault_model(orig, fault.model, fault.bits, value=fault.value)
+
+        def restore() -> None:
+            p[idx] = orig
+
+        return restore
+
+    def _activation_hook(self, items: list[tuple[Fault, Any, Site]]) -> Callable:
+        """One hook per layer: vectorised gather/XOR/scatter for indexed bit faults, a loop otherwise."""
+        device = self._device
+        plan: dict[str, dict[str, list]] = {}
+        slow: list[tuple[Fault, Any]] = []
+        for fault, rows, site in items:
+            if fault.model in BIT_MODELS and fault.index is not None:
+                flat = int(np.ravel_multi_index(fault.index, site.shape))
+                g = plan.setdefault(fault.model, {"rows": [], "elems": [], "masks": [], "width": site.bit_width})
+                g["rows"].append(rows)
+                g["elems"].append(flat)
+                g["masks"].append(bit_mask(fault.bits, site.bit_width))
+            else:
+                slow.append((fault, rows))
+        cache: dict[int, list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+
+        def groups_for(n_rows: int) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+            if n_rows not in cache:
+                out = []
+                for model, g in plan.items():
+                    r_all, e_all, m_all = [], [], []
+                    for rows, e, m in zip(g["rows"], g["elems"], g["masks"]):
+                        r = _rows_tensor(rows, n_rows, device)
+                        r_all.append(r)
+                        e_all.append(torch.full_like(r, e))
+                        m_all.append(torch.full_like(r, m))
+                    out.append((model, torch.cat(r_all), torch.cat(e_all), torch.cat(m_all)))
+                cache[n_rows] = out
+            return cache[n_rows]
+
+        def hook(mod: nn.Module, inp: Any, out: Any) -> Any:
+            t0 = _first_tensor(out)
+            if t0 is None:
+                return None
+            t = t0.clone()
+            flat = t.view(t.shape[0], -1)
+            for model, r, e, m in groups_for(t.shape[0]):
+                flat[r, e] = apply_masks(flat[r, e], m.to(as_int_view(flat[:0]).dtype), model)  # type: ignore[arg-type]
+            for fault, rows in slow:
+                sel = slice(None) if rows is None else rows
+                if fault.index is None:
+                    t[sel] = apply_fault_model(t[sel], fault.model, fault.bits, value=fault.value)
+                else:
+                    r = _rows_tensor(rows, t.shape[0], t.device)
+                    key = (r,) + tuple(fault.index)
+                    t[key] = apply_fault_model(t[key], fault.model, fault.bits, value=fault.value)
+            if isinstance(out, tuple):
+                return (t,) + tuple(out[1:])
+            if isinstance(out, list):
+                return [t] + list(out[1:])
+            return t
+
+        return hook
+
+
+
+__all__ = ["TorchTarget"]
