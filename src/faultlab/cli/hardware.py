@@ -29,24 +29,28 @@ def _load(model: str, weights: Optional[Path], trust_pickle: bool, unsafe: bool,
 
 
 def _fmt_rate(rate: float, lo: float, hi: float) -> str:
-    return f"{100 * rate:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]"
+    return f"{100 * rate:.2f} [dim]({100 * lo:.2f}-{100 * hi:.2f})[/]"
 
 
 def print_layer_table(results, *, title: str) -> None:
-    """The per-layer outcome table, each rate with its 95 % Wilson interval."""
+    """The per-layer outcome table, one per site kind; each rate in % with its 95 % Wilson interval."""
     from ..report import layer_table
 
     t = layer_table(results)
-    table = Table(title=title, title_justify="left")
-    for col in ("site", "layer", "faults", "pairs", "masked", "non-critical", "SDC-1", "SDC-5", "DUE"):
-        table.add_column(col, justify="left" if col in ("site", "layer") else "right")
-    for _, r in t.iterrows():
-        table.add_row(
-            r["site"], r["layer"], str(r["faults"]), str(r["pairs"]),
-            *(_fmt_rate(r[f"{c}_rate"], r[f"{c}_lo"], r[f"{c}_hi"]) for c in ("masked", "non_critical", "sdc1", "sdc5", "due")),
-        )
-    console.print(table)
-    console.print("rates are over (fault, input) pairs, with 95 % Wilson intervals", style="dim")
+    for kind in ("weight", "activation"):
+        part = t[t["site"] == kind]
+        if part.empty:
+            continue
+        table = Table(title=f"{title}: {kind} faults", title_justify="left", caption="rates in % of (fault, input) pairs, (95 % Wilson interval)", caption_justify="left")
+        table.add_column("layer", no_wrap=True)
+        for col in ("faults", "pairs", "masked", "non-critical", "SDC-1", "SDC-5", "DUE"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for _, r in part.iterrows():
+            table.add_row(
+                r["layer"], str(r["faults"]), str(r["pairs"]),
+                *(_fmt_rate(r[f"{c}_rate"], r[f"{c}_lo"], r[f"{c}_hi"]) for c in ("masked", "non_critical", "sdc1", "sdc5", "due")),
+            )
+        console.print(table)
 
 
 def run_with_progress(campaign, description: str):

@@ -1,14 +1,18 @@
 """The exact engine: the reference path. Every fault gets real forward passes of the whole model.
 
-Weight faults are written in place, one fault at a time, and each faulty model runs over
+Weight faults are written in place, one fault at a time, and the faulty model runs over
 the fault's inputs. Activation faults are independent per (fault, input) pair, so pairs
 are packed as batch rows -- each row carries its own fault through the hooks.
+
+CPU and GPU kernels may round differently for different batch shapes, so a faulty batch
+is always compared with a golden run of *the same batch* (same inputs, same shape): the
+golden pass is computed once per batch layout and shared by every fault run in it. That
+keeps "masked" meaning bit-identical to the fault-free computation.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from ..faults import Fault
@@ -17,19 +21,25 @@ from ..targets.base import Target
 from ._base import Engine, EvalSet
 
 
-def _pairs(faults: Sequence[Fault], n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fault position, input index) for every pair, grouped by fault, inputs ascending."""
-    pf, pi = [], []
-    for j, f in enumerate(faults):
-        if f.input is None:
-            pf.append(np.full(n_inputs, j))
-            pi.append(np.arange(n_inputs))
-        else:
-            pf.append(np.array([j]))
-            pi.append(np.array([f.input]))
-    if not pf:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(pf).astype(np.int64), np.concatenate(pi).astype(np.int64)
+class _Collector:
+    """Per-pair stats accumulated batch by batch; one host transfer at the end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stats: list[torch.Tensor] = []
+        self.codes: list[torch.Tensor] = []
+        self.owners: list[torch.Tensor] = []
+
+    def add(self, owner: int, golden: torch.Tensor, faulty: torch.Tensor, labels: torch.Tensor | None, engine: Engine) -> None:
+        c = classify(golden, faulty, k=engine.k, tolerance=engine.tolerance)
+        self.stats.append(pair_stats(c, faulty, golden, labels, k=engine.k))
+        self.codes.append(c)
+        self.owners.append(torch.full((c.shape[0],), owner, dtype=torch.long, device=self.device))
+
+    def results(self, faults: Sequence[Fault], engine: str) -> list[FaultResult]:
+        if not self.codes:
+            return []
+        return aggregate([f.id for f in faults], torch.cat(self.owners), torch.cat(self.stats), torch.cat(self.codes), engine=engine)
 
 
 class ExactEngine(Engine):
@@ -41,52 +51,81 @@ class ExactEngine(Engine):
         if not faults:
             return []
         weight = [f for f in faults if f.site == "weight"]
-        act = [f for f in faults if f.site == "activation"]
-        results = {r.fault_id: r for r in self._weights(target, data, weight)}
-        results.update({r.fault_id: r for r in self._activations(target, data, act)})
+        act_all = [f for f in faults if f.site == "activation" and f.input is None]
+        act_one = [f for f in faults if f.site == "activation" and f.input is not None]
+        results: dict[int, FaultResult] = {}
+        for part in (self._weights(target, data, weight), self._activations_all(target, data, act_all), self._activations_one(target, data, act_one)):
+            results.update({r.fault_id: r for r in part})
         return [results[f.id] for f in faults]
+
+    def _blocks(self, n: int) -> list[slice]:
+        return [slice(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
 
     def _weights(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
         if not faults:
             return []
-        dev = data.golden.device
-        stats, codes, owners = [], [], []
-        for j, f in enumerate(faults):
-            idx = None if f.input is None else torch.tensor([f.input], device=dev)
-            with target.inject([(f, None)]):
-                for s in range(0, data.n if idx is None else 1, self.batch_size):
-                    sel = slice(s, s + self.batch_size) if idx is None else idx
-                    out = target.forward(data.x[sel])
-                    g = data.golden[sel]
-                    lab = None if data.labels is None else data.labels[sel]
-                    c = classify(g, out, k=self.k, tolerance=self.tolerance)
-                    stats.append(pair_stats(c, out, g, lab, k=self.k))
-                    codes.append(c)
-                    owners.append(torch.full((c.shape[0],), j, dtype=torch.long, device=dev))
-        return aggregate([f.id for f in faults], torch.cat(owners), torch.cat(stats), torch.cat(codes), engine=self.name)
+        col = _Collector(data.golden.device)
+        golden: dict[object, torch.Tensor] = {}
 
-    def _activations(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
+        def clean(key: object, xs: torch.Tensor) -> torch.Tensor:
+            if key not in golden:
+                golden[key] = target.forward(xs)
+            return golden[key]
+
+        # golden passes first, with no fault applied
+        for b in self._blocks(data.n):
+            clean((b.start, b.stop), data.x[b])
+        for f in faults:
+            if f.input is not None:
+                clean(("one", f.input), data.x[f.input : f.input + 1])
+        for j, f in enumerate(faults):
+            sels = self._blocks(data.n) if f.input is None else [slice(f.input, f.input + 1)]
+            with target.inject([(f, None)]):
+                for b in sels:
+                    key = (b.start, b.stop) if f.input is None else ("one", f.input)
+                    out = target.forward(data.x[b])
+                    col.add(j, golden[key], out, None if data.labels is None else data.labels[b], self)
+        return col.results(faults, self.name)
+
+    def _activations_all(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
+        """Faults on every input: batches of G faults x a block of inputs, one golden pass per block."""
         if not faults:
             return []
-        dev = data.golden.device
-        pf, pi = _pairs(faults, data.n)
-        stats, codes = [], []
-        for s in range(0, len(pf), self.batch_size):
-            bf, bi = pf[s : s + self.batch_size], pi[s : s + self.batch_size]
-            # rows of each fault in this batch form one contiguous run (pairs are grouped by fault)
-            starts = np.flatnonzero(np.r_[True, bf[1:] != bf[:-1]])
-            ends = np.r_[starts[1:], len(bf)]
-            assignments = [(faults[int(bf[a])], slice(int(a), int(b))) for a, b in zip(starts, ends)]
-            inputs = torch.as_tensor(bi, device=dev)
-            with target.inject(assignments):
-                out = target.forward(data.x[inputs])
-            g = data.golden[inputs]
+        col = _Collector(data.golden.device)
+        block = min(data.n, self.batch_size)
+        group = max(1, self.batch_size // block)
+        for b in self._blocks(data.n) if block < data.n else [slice(0, data.n)]:
+            xb = data.x[b]
+            m = xb.shape[0]
+            lab = None if data.labels is None else data.labels[b]
+            g_rows = min(group, len(faults))
+            xrep = xb.repeat((g_rows,) + (1,) * (xb.dim() - 1))
+            golden = target.forward(xrep)
+            for s in range(0, len(faults), g_rows):
+                chunk = list(enumerate(faults[s : s + g_rows], start=s))
+                with target.inject([(f, slice(i * m, (i + 1) * m)) for i, (_, f) in enumerate(chunk)]):
+                    out = target.forward(xrep)
+                for i, (j, _) in enumerate(chunk):
+                    rows = slice(i * m, (i + 1) * m)
+                    col.add(j, golden[rows], out[rows], lab, self)
+        return col.results(faults, self.name)
+
+    def _activations_one(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
+        """Faults on one input each (InjectTF2 configs): rows of different inputs, golden of the same batch."""
+        if not faults:
+            return []
+        col = _Collector(data.golden.device)
+        for s in range(0, len(faults), self.batch_size):
+            chunk = list(enumerate(faults[s : s + self.batch_size], start=s))
+            inputs = torch.tensor([f.input for _, f in chunk], device=data.x.device)
+            xs = data.x[inputs]
+            golden = target.forward(xs)
+            with target.inject([(f, slice(i, i + 1)) for i, (_, f) in enumerate(chunk)]):
+                out = target.forward(xs)
             lab = None if data.labels is None else data.labels[inputs]
-            c = classify(g, out, k=self.k, tolerance=self.tolerance)
-            stats.append(pair_stats(c, out, g, lab, k=self.k))
-            codes.append(c)
-        owners = torch.as_tensor(pf, device=dev)
-        return aggregate([f.id for f in faults], owners, torch.cat(stats), torch.cat(codes), engine=self.name)
+            for i, (j, _) in enumerate(chunk):
+                col.add(j, golden[i : i + 1], out[i : i + 1], None if lab is None else lab[i : i + 1], self)
+        return col.results(faults, self.name)
 
 
 __all__ = ["ExactEngine"]

@@ -44,6 +44,13 @@ class Target(ABC):
     def inject(self, assignments: Sequence[Assignment]) -> AbstractContextManager[None]:
         """Apply faults while the context is open; restore weights / remove hooks on exit."""
 
+    def layer_outputs(self, x: Any, assignments: Sequence[Assignment] = ()) -> "dict[str, torch.Tensor]":
+        """Every activation site's output for inputs ``x`` while ``assignments`` are injected, in model order.
+
+        For inspecting how a fault spreads (``faultlab show-activations``); not used by the engines.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not report per-layer outputs")
+
     # ----- shared helpers -----
     device: str = "cpu"
 

@@ -149,6 +149,31 @@ class TorchTarget(Target):
             raise DataError("the model's forward() returned no tensor; faultlab needs (N, C) scores")
         return out.reshape(out.shape[0], -1) if out.dim() != 2 else out
 
+    def layer_outputs(self, x: torch.Tensor | np.ndarray, assignments: Sequence[Assignment] = ()) -> dict[str, torch.Tensor]:
+        """Every traced module's output for ``x`` (faulty where ``assignments`` say), in call order."""
+        if self._act_shapes is None:
+            self.trace(x)
+        record: dict[str, torch.Tensor] = {}
+
+        def rec(name: str) -> Callable:
+            def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+                t = _first_tensor(out)
+                if t is not None and name not in record:
+                    record[name] = t.detach().clone()
+
+            return hook
+
+        with self.inject(assignments):
+            # registered after the injection hooks, so they see the faulty outputs
+            handles = [self._modules[name].register_forward_hook(rec(name)) for name in self._act_order]
+            try:
+                with torch.no_grad():
+                    self.model(self.to_tensor(x))
+            finally:
+                for h in handles:
+                    h.remove()
+        return {name: record[name] for name in self._act_order if name in record}
+
     # ----- injection -----
     @contextmanager
     def inject(self, assignments: Sequence[Assignment]) -> Iterator[None]:
@@ -196,15 +221,16 @@ class TorchTarget(Target):
         for fault, rows, site in items:
             if fault.model in BIT_MODELS and fault.index is not None:
                 flat = int(np.ravel_multi_index(fault.index, site.shape))
-                g = plan.setdefault(fault.model, {"rows": [], "elems": [], "masks": [], "width": site.bit_width})
+                g = plan.setdefault(fault.model, {"rows": [], "elems": [], "masks": [], "shape": tuple(site.shape)})
                 g["rows"].append(rows)
                 g["elems"].append(flat)
                 g["masks"].append(bit_mask(fault.bits, site.bit_width))
             else:
                 slow.append((fault, rows))
-        cache: dict[int, list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        cache: dict[int, list[tuple[str, tuple[torch.Tensor, ...], torch.Tensor]]] = {}
 
-        def groups_for(n_rows: int) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        def groups_for(n_rows: int) -> list[tuple[str, tuple[torch.Tensor, ...], torch.Tensor]]:
+            """Per fault model: index tensors (rows, then one per element axis) and masks, built once per batch size."""
             if n_rows not in cache:
                 out = []
                 for model, g in plan.items():
@@ -214,7 +240,9 @@ class TorchTarget(Target):
                         r_all.append(r)
                         e_all.append(torch.full_like(r, e))
                         m_all.append(torch.full_like(r, m))
-                    out.append((model, torch.cat(r_all), torch.cat(e_all), torch.cat(m_all)))
+                    flat = torch.cat(e_all)
+                    coords = torch.unravel_index(flat, g["shape"])
+                    out.append((model, (torch.cat(r_all),) + tuple(coords), torch.cat(m_all)))
                 cache[n_rows] = out
             return cache[n_rows]
 
@@ -222,10 +250,10 @@ class TorchTarget(Target):
             t0 = _first_tensor(out)
             if t0 is None:
                 return None
+            # keep the memory format: downstream kernels (and so rounding) depend on it
             t = t0.clone()
-            flat = t.view(t.shape[0], -1)
-            for model, r, e, m in groups_for(t.shape[0]):
-                flat[r, e] = apply_masks(flat[r, e], m.to(as_int_view(flat[:0]).dtype), model)  # type: ignore[arg-type]
+            for model, idx, m in groups_for(t.shape[0]):
+                t[idx] = apply_masks(t[idx], m.to(as_int_view(t[:0]).dtype), model)  # type: ignore[arg-type]
             for fault, rows in slow:
                 sel = slice(None) if rows is None else rows
                 if fault.index is None:

@@ -1,0 +1,394 @@
+"""The fast engine (``--engine fast``): golden-prefix reuse, many faults per pass, early exit.
+
+The model is traced once with torch.fx. For each block of evaluation inputs the clean value of
+every graph node is cached; a fault at node L then replays only L's downstream cone, with
+(fault, input) pairs as the rows of one batched pass, reading everything else from the cache.
+
+* Weight faults in Conv/Linear layers change one output channel. Instead of adding
+  ``delta x input`` to the clean output (which differs from the real computation in the last
+  ulp for almost every mantissa fault), the changed channel is *recomputed exactly*: the faulty
+  kernels of up to ``C_out`` faults are stacked into one weight tensor of the layer's own shape,
+  so one layer call gives every fault's channel with the real computation's rounding. Each layer
+  is checked once (permuted clean kernels must reproduce the clean channels bit for bit), else
+  its faults recompute the whole layer with the fault written in place.
+* Other parameters (batch norm, biases of other layers) recompute their one node in place.
+* Activation faults are applied to the cached clean activation, per row.
+* Rows that become bit-identical to the clean values at a node every later value depends on
+  are finished as masked.
+
+Passes never run fewer than :data:`MIN_ROWS` rows (CPU kernels round differently for tiny
+batches) and every pass carries pinned clean control rows that must reproduce the golden outputs
+bit for bit; a pass whose controls disagree is redone by the exact engine, as is everything
+torch.fx cannot trace, modules in training mode and parameters shared or used outside their layer.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask
+from ..faults import Fault
+from ..outcomes import FaultResult, aggregate, classify, pair_stats
+from ..targets.base import Target
+from ._base import Engine, EvalSet
+from .exact import ExactEngine
+from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, gather_rows, rows_equal
+
+log = logging.getLogger("faultlab")
+
+DEFAULT_MAX_MEMORY = 1 << 30
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class _Job:
+    """How one fault runs: ``mode`` is 'act', 'stacked' (one exact channel) or 'node' (recompute its node)."""
+
+    pos: int
+    fault: Fault
+    mode: str
+    node: Any
+    pname: str = ""
+
+
+class FastEngine(Engine):
+    """Fast campaigns with exact mode's outcomes (``--engine fast``).
+
+    ``max_memory`` (bytes) bounds the clean-activation cache and the replay batches; memory
+    does not grow with the number of faults. After a run, ``stats`` counts how faults were
+    handled (``stacked``, ``node``, ``act``, ``exact``, ``redone``, ``early_exit_rows``).
+    """
+
+    name = "fast"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 512,
+        k: int = 5,
+        tolerance: float | None = None,
+        max_memory: int = DEFAULT_MAX_MEMORY,
+        early_exit: bool = True,
+    ) -> None:
+        super().__init__(batch_size=batch_size, k=k, tolerance=tolerance)
+        if max_memory < 1:
+            raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
+        self.max_memory = int(max_memory)
+        self.early_exit = early_exit
+        self._traced: dict[int, tuple[Any, TracedModel | None]] = {}
+        self._stacked_ok: dict[tuple[int, str], bool] = {}
+        self.stats: dict[str, int] = {}
+        #: (fault, input) pairs whose class differs from exact mode's: always 0 here, since every
+        #: value is computed with the real computation's rounding (kept for reports and tests)
+        self.mismatches = 0
+
+    # ----- setup -----
+    def _exact(self) -> ExactEngine:
+        return ExactEngine(batch_size=self.batch_size, k=self.k, tolerance=self.tolerance)
+
+    def _trace(self, target: Target) -> TracedModel | None:
+        model = getattr(target, "model", None)
+        if not isinstance(model, nn.Module):
+            log.info("fast engine: %s targets are run by the exact engine", getattr(target, "framework", "?"))
+            return None
+        hit = self._traced.get(id(target))
+        if hit is not None and hit[0] is model:
+            return hit[1]
+        traced: TracedModel | None = None
+        training = [n for n, m in model.named_modules() if m.training]
+        if training:
+            log.warning("fast engine: module %r is in training mode; using the exact engine", training[0] or type(model).__name__)
+        else:
+            try:
+                traced = TracedModel(model)
+            except UnsupportedModel as e:
+                log.warning("fast engine: %s; using the exact engine", e)
+        self._traced[id(target)] = (model, traced)
+        return traced
+
+    def _jobs(self, target: Target, tm: TracedModel, faults: Sequence[Fault]) -> tuple[list[_Job], list[Fault]]:
+        model = target.model  # type: ignore[attr-defined]
+        owners: dict[int, int] = {}
+        for _, m in model.named_modules():
+            for _, p in m.named_parameters(recurse=False):
+                owners[id(p)] = owners.get(id(p), 0) + 1
+        jobs, slow = [], []
+        for j, f in enumerate(faults):
+            try:
+                site = target.site(f.layer, f.site)
+            except Exception:
+                slow.append(f)  # the exact engine raises the proper error
+                continue
+            nodes = tm.module_nodes.get(site.layer, [])
+            if len(nodes) != 1:
+                slow.append(f)
+                continue
+            node = nodes[0]
+            if node not in tm.tensor_nodes:
+                slow.append(f)
+                continue
+            if f.site == "activation":
+                jobs.append(_Job(j, f, "act", node))
+                continue
+            pname = "weight" if site.name == site.layer else site.name[len(site.layer) + 1 :]
+            mod = tm.modules[site.layer]
+            p = getattr(mod, pname, None)
+            if not isinstance(p, torch.Tensor) or owners.get(id(p), 0) != 1 or id(p) in tm.attr_tensor_ids:
+                slow.append(f)
+                continue
+            stackable = (
+                f.index is not None
+                and pname in ("weight", "bias")
+                and ((isinstance(mod, _CONV) and mod.groups == 1) or isinstance(mod, nn.Linear))
+                and len(node.args) == 1
+                and not node.kwargs
+                and hasattr(node.args[0], "op")
+            )
+            jobs.append(_Job(j, f, "stacked" if stackable else "node", node, pname))
+        return jobs, slow
+
+    # ----- run -----
+    def run(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
+        if not faults:
+            return []
+        self.stats = {"stacked": 0, "node": 0, "act": 0, "exact": 0, "redone": 0, "early_exit_rows": 0}
+        tm = self._trace(target)
+        if tm is None:
+            self.stats["exact"] = len(faults)
+            return self._exact().run(target, data, faults)
+        results: dict[int, FaultResult] = {}
+        try:
+            fast_results, slow = self._run_fast(target, tm, data, faults)
+        except UnsupportedModel as e:
+            log.warning("fast engine: %s; using the exact engine", e)
+            self._traced[id(target)] = (target.model, None)  # type: ignore[attr-defined]
+            fast_results, slow = [], list(faults)
+        results.update({r.fault_id: r for r in fast_results})
+        self.stats["exact"] = len(slow)
+        if slow:
+            results.update({r.fault_id: r for r in self._exact().run(target, data, slow)})
+        return [results[f.id] for f in faults]
+
+    def _run_fast(self, target: Target, tm: TracedModel, data: EvalSet, faults: Sequence[Fault]) -> tuple[list[FaultResult], list[Fault]]:
+        dev = data.golden.device
+        n = data.n
+        if not tm.checked:
+            tm.clean(data.x[: min(n, MIN_ROWS)])
+        jobs, slow = self._jobs(target, tm, faults)
+        if not jobs:
+            return [], slow
+        cache_budget = self.max_memory // 2
+        nb = max(1, min(self.batch_size, n, cache_budget // max(tm.cache_row_bytes(), 1)))
+        if nb < MIN_ROWS:
+            nb = min(MIN_ROWS, n, self.batch_size)
+        rows_max = max(2 * MIN_ROWS, (self.max_memory - nb * tm.cache_row_bytes()) // tm.replay_row_bytes())
+        log.debug("fast engine: %d inputs per cached block, %d rows per replay pass", nb, rows_max)
+        # blocks never straddle the golden batches (kernels may depend on the batch size)
+        blocks = [(s, min(s + nb, b + self.batch_size, n)) for b in range(0, n, self.batch_size) for s in range(b, min(b + self.batch_size, n), nb)]
+        codes_all, stats_all, owners_all = [], [], []
+        redo: set[int] = set()
+        by_node: dict[Any, list[_Job]] = {}
+        for job in jobs:
+            by_node.setdefault((job.node, job.mode, job.pname), []).append(job)
+        groups = sorted(by_node.items(), key=lambda kv: tm.order[kv[0][0]])
+        for s, e in blocks:
+            cache, out = tm.clean(data.x[s:e])
+            if not torch.equal(as_int_view(out.contiguous()), as_int_view(data.golden[s:e].reshape(out.shape).contiguous())):
+                raise UnsupportedModel("the traced graph does not reproduce the golden outputs bit for bit")
+            for (node, mode, pname), group in groups:
+                pf, pi = self._pairs([j for j in group if j.pos not in redo], s, e)
+                for c in range(0, len(pf), rows_max):
+                    cf, ci = pf[c : c + rows_max], pi[c : c + rows_max]
+                    ok = self._pass(target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, stats_all, owners_all)
+                    if not ok:
+                        redo.update(int(v) for v in np.unique(cf))
+                        log.info("fast engine: control rows disagreed at %s; %d faults go to the exact engine", node.name, len(np.unique(cf)))
+            del cache
+        for job in jobs:
+            if job.pos not in redo:
+                self.stats[job.mode] += 1
+        self.stats["redone"] = len(redo)
+        keep_jobs = [j for j in jobs if j.pos not in redo]
+        slow.extend(faults[p] for p in sorted(redo))
+        if not keep_jobs:
+            return [], slow
+        owners = torch.cat(owners_all)
+        codes = torch.cat(codes_all)
+        stats = torch.cat(stats_all)
+        if redo:
+            mask = ~torch.isin(owners, torch.as_tensor(sorted(redo), device=owners.device))
+            owners, codes, stats = owners[mask], codes[mask], stats[mask]
+        # renumber owners to positions in keep_jobs
+        remap = torch.full((len(faults),), -1, dtype=torch.long, device=owners.device)
+        remap[torch.as_tensor([j.pos for j in keep_jobs], device=owners.device)] = torch.arange(len(keep_jobs), device=owners.device)
+        return aggregate([j.fault.id for j in keep_jobs], remap[owners], stats, codes, engine=self.name), slow
+
+    @staticmethod
+    def _pairs(group: list[_Job], s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """(fault position, block-local input) pairs of the block [s, e), grouped by fault."""
+        pf, pi = [], []
+        for job in group:
+            if job.fault.input is None:
+                pf.append(np.full(e - s, job.pos))
+                pi.append(np.arange(e - s))
+            elif s <= job.fault.input < e:
+                pf.append(np.array([job.pos]))
+                pi.append(np.array([job.fault.input - s]))
+        if not pf:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(pf).astype(np.int64), np.concatenate(pi).astype(np.int64)
+
+    def _pass(self, target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, stats_all, owners_all) -> bool:
+        """One batched replay of pairs (cf, ci); returns False when the control rows disagree."""
+        dev = data.golden.device
+        r = len(cf)
+        nb = int(cache[tm.input].shape[0])
+        n_ctrl = max(1, MIN_ROWS - r)
+        # pinned clean control rows: they must come out bit-identical to the golden outputs
+        all_inp = torch.cat([torch.as_tensor(ci, device=dev), torch.arange(n_ctrl, device=dev) % nb])
+        inp = all_inp[:r]
+        if mode == "act":
+            value = self._activation_values(tm, cache, node, faults, cf, all_inp)
+        elif mode == "stacked":
+            value = self._stacked_values(target, tm, cache, node, pname, faults, cf, all_inp)
+            if value is None:
+                value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
+        else:
+            value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
+        pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
+        pinned[r:] = True
+        res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
+        golden = data.golden[s : s + nb].index_select(0, all_inp)
+        full = golden.clone()
+        if res.out is not None:
+            out = res.out.reshape(res.out.shape[0], -1)
+            ctrl = res.pinned
+            if bool(ctrl.any()) and not bool(rows_equal(out[ctrl], golden.index_select(0, res.ids[ctrl])).all()):
+                return False
+            live = ~res.finished[res.ids]
+            full[res.ids[live]] = out[live]
+        self.stats["early_exit_rows"] += int(res.finished[:r].sum())
+        full = full[:r]
+        g = golden[:r]
+        lab = None if data.labels is None else data.labels[s:].index_select(0, inp)
+        codes = classify(g, full, k=self.k, tolerance=self.tolerance)
+        stats_all.append(pair_stats(codes, full, g, lab, k=self.k))
+        codes_all.append(codes)
+        owners_all.append(torch.as_tensor(cf, device=dev))
+        return True
+
+    # ----- faulty values at the faulted node -----
+    def _activation_values(self, tm, cache, node, faults, cf, inp) -> torch.Tensor:
+        clean = cache[node]
+        value = gather_rows(clean, inp)
+        flat = value.view(value.shape[0], -1) if value.is_contiguous() else None
+        width = value.element_size() * 8
+        shape = tuple(clean.shape[1:])
+        int_dtype = as_int_view(value[:0]).dtype
+        # pairs are grouped by fault, so each fault's rows are one contiguous run
+        runs = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])
+        ends = np.r_[runs[1:], len(cf)]
+        groups: dict[str, tuple[list, list, list]] = {}
+        for a, b in zip(runs, ends):
+            f = faults[int(cf[a])]
+            if f.model in BIT_MODELS and f.index is not None:
+                g = groups.setdefault(f.model, ([], [], []))
+                g[0].append(np.arange(a, b))
+                g[1].append(np.full(b - a, int(np.ravel_multi_index(f.index, shape))))
+                g[2].append(np.full(b - a, bit_mask(f.bits, width)))
+            elif f.index is None:
+                value[a:b] = apply_fault_model(value[a:b], f.model, f.bits, value=f.value)
+            else:
+                key = (slice(a, b),) + tuple(f.index)
+                value[key] = apply_fault_model(value[key], f.model, f.bits, value=f.value)
+        for model, (rows, elems, masks) in groups.items():
+            r = torch.as_tensor(np.concatenate(rows), device=value.device)
+            el = torch.as_tensor(np.concatenate(elems), device=value.device)
+            m = torch.as_tensor(np.concatenate(masks), dtype=int_dtype, device=value.device)
+            if flat is not None:
+                flat[r, el] = apply_masks(flat[r, el], m, model)  # type: ignore[arg-type]
+            else:  # a channels-last value: index element by element
+                idx = (r,) + tuple(torch.as_tensor(np.stack(np.unravel_index(el.cpu().numpy(), shape))[d], device=value.device) for d in range(len(shape)))
+                value[idx] = apply_masks(value[idx], m, model)  # type: ignore[arg-type]
+        return value
+
+    def _faulty_value(self, p: torch.Tensor, f: Fault) -> torch.Tensor:
+        return apply_fault_model(p[f.index].clone(), f.model, f.bits, value=f.value)
+
+    def _stacked_ok_for(self, tm: TracedModel, cache, node, mod) -> bool:
+        key = (id(tm), node.name)
+        if key not in self._stacked_ok:
+            w, b = mod.weight, mod.bias
+            gen = torch.Generator().manual_seed(0)
+            perm = torch.randint(0, w.shape[0], (w.shape[0],), generator=gen).to(w.device)
+            with torch.no_grad():
+                got = self._layer(mod, cache[node.args[0]], w.index_select(0, perm), None if b is None else b.index_select(0, perm))
+            want = cache[node].index_select(1, perm)
+            ok = got.shape == want.shape and bool(torch.equal(as_int_view(got.contiguous()), as_int_view(want.contiguous())))
+            if not ok:
+                log.info("fast engine: %s does not reproduce channels in another order; its faults recompute the layer", node.name)
+            self._stacked_ok[key] = ok
+        return self._stacked_ok[key]
+
+    @staticmethod
+    def _layer(mod: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(mod, nn.Linear):
+            return torch.nn.functional.linear(x, w, b)
+        return mod._conv_forward(x, w, b)  # type: ignore[operator]
+
+    def _stacked_values(self, target, tm, cache, node, pname, faults, cf, inp) -> torch.Tensor | None:
+        mod = tm.modules[str(node.target)]
+        x = cache[node.args[0]]
+        if isinstance(mod, nn.Linear) and x.dim() != 2:
+            return None
+        if not self._stacked_ok_for(tm, cache, node, mod):
+            return None
+        w, b = mod.weight, mod.bias
+        c_out = w.shape[0]
+        value = gather_rows(cache[node], inp)
+        uniq = [int(u) for u in dict.fromkeys(cf.tolist())]
+        slot_of = {}
+        with torch.no_grad():
+            for g0 in range(0, len(uniq), c_out):
+                grp = uniq[g0 : g0 + c_out]
+                sw = w.detach().clone()
+                sb = None if b is None else b.detach().clone()
+                chan = []
+                for slot, pos in enumerate(grp):
+                    f = faults[pos]
+                    o = f.index[0]
+                    sw[slot] = w[o]
+                    if sb is not None:
+                        sb[slot] = b[o]
+                    if pname == "weight":
+                        sw[(slot,) + tuple(f.index[1:])] = self._faulty_value(w, f)
+                    else:
+                        sb[slot] = self._faulty_value(b, f)  # type: ignore[index]
+                    slot_of[pos] = slot
+                    chan.append(o)
+                out = self._layer(mod, x, sw, sb)
+                sel = np.isin(cf, grp)
+                rows = torch.as_tensor(np.flatnonzero(sel), device=value.device)
+                slots = torch.as_tensor([slot_of[int(p)] for p in cf[sel]], device=value.device)
+                chans = torch.as_tensor([faults[int(p)].index[0] for p in cf[sel]], device=value.device)
+                value[rows, chans] = out[inp[rows], slots]
+        return value
+
+    def _node_values(self, target, tm, cache, node, faults, cf, inp) -> torch.Tensor:
+        value = gather_rows(cache[node], inp)
+        runs = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])
+        ends = np.r_[runs[1:], len(cf)]
+        for a, b in zip(runs, ends):
+            f = faults[int(cf[a])]
+            with target.inject([(f, None)]), torch.no_grad():
+                v = tm.call(node, cache.__getitem__)
+            value[a:b] = gather_rows(v, inp[a:b])
+        return value
+
+
+__all__ = ["FastEngine", "DEFAULT_MAX_MEMORY"]

@@ -1,0 +1,354 @@
+"""A torch.fx view of a model for the fast engine: clean activations once, replay only a fault's cone.
+
+:class:`TracedModel` traces a module once, computes the clean value of every graph node for a
+block of inputs (the *golden prefix*), and replays only the nodes downstream of a faulted node
+for a batch of (fault, input) rows, reading every other value from the clean cache. Rows whose
+possibly-faulty values become bit-identical to the clean ones are finished early (masked).
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..bits import as_int_view
+
+#: replay passes never run fewer rows than this: tiny batches take other CPU kernels (other rounding)
+MIN_ROWS = 64
+
+_INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ipow}
+
+
+class UnsupportedModel(Exception):
+    """The model cannot be replayed node by node (the engine falls back to exact mode)."""
+
+
+def _tensors(v: Any) -> list[torch.Tensor]:
+    if isinstance(v, torch.Tensor):
+        return [v]
+    if isinstance(v, (tuple, list)):
+        return [t for e in v for t in _tensors(e)]
+    if isinstance(v, dict):
+        return [t for e in v.values() for t in _tensors(e)]
+    return []
+
+
+def gather_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t[rows]`` in ``t``'s memory layout (e.g. channels-last stays channels-last).
+
+    Kernels pick their algorithm, and so their rounding, by layout: a contiguous copy of a
+    channels-last activation would not reproduce the clean computation bit for bit.
+    """
+    if t.dim() <= 1 or t.is_contiguous():
+        return t.index_select(0, rows)
+    perm = sorted(range(t.dim()), key=lambda d: (-t.stride(d), d))
+    g = t.permute(perm).index_select(perm.index(0), rows)
+    inv = [perm.index(d) for d in range(t.dim())]
+    return g.permute(inv)
+
+
+def _gather(v: Any, rows: torch.Tensor) -> Any:
+    """Rows ``rows`` of every batched tensor in ``v`` (tensors, or tuples/lists of them)."""
+    if isinstance(v, torch.Tensor):
+        return gather_rows(v, rows)
+    if isinstance(v, tuple):
+        return tuple(_gather(e, rows) for e in v)
+    if isinstance(v, list):
+        return [_gather(e, rows) for e in v]
+    return v
+
+
+def _clone(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.clone()
+    if isinstance(v, tuple):
+        return tuple(_clone(e) for e in v)
+    if isinstance(v, list):
+        return [_clone(e) for e in v]
+    return v
+
+
+def first_tensor(v: Any) -> torch.Tensor | None:
+    if isinstance(v, torch.Tensor):
+        return v
+    if isinstance(v, (tuple, list)) and v and isinstance(v[0], torch.Tensor):
+        return v[0]
+    return None
+
+
+def rows_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row: are ``a`` and ``b`` bit-identical (the outcome's definition of masked)?"""
+    ai = as_int_view(a.contiguous()).reshape(a.shape[0], -1)
+    bi = as_int_view(b.contiguous()).reshape(b.shape[0], -1)
+    return (ai == bi).all(dim=1)
+
+
+@dataclass
+class ReplayResult:
+    """A replay's outcome: ``out`` (or None when every row finished early) holds the rows ``ids``."""
+
+    out: torch.Tensor | None
+    ids: torch.Tensor
+    pinned: torch.Tensor
+    finished: torch.Tensor
+
+
+class TracedModel:
+    """A module traced once with ``torch.fx``; raises :class:`UnsupportedModel` if that fails."""
+
+    def __init__(self, model: nn.Module) -> None:
+        import torch.fx as fx
+
+        try:
+            self.gm = fx.symbolic_trace(model)
+        except Exception as e:  # fx raises many kinds of errors on data-dependent control flow
+            raise UnsupportedModel(f"torch.fx cannot trace {type(model).__name__}: {type(e).__name__}: {e}") from None
+        self.fx = fx
+        nodes = list(self.gm.graph.nodes)
+        placeholders = [n for n in nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise UnsupportedModel(f"forward() takes {len(placeholders)} inputs; the fast engine needs exactly one")
+        self.input = placeholders[0]
+        self.output = next(n for n in nodes if n.op == "output")
+        self.order = {n: i for i, n in enumerate(nodes)}
+        self.body = [n for n in nodes if n.op not in ("placeholder", "output")]
+        self.modules = dict(model.named_modules())
+        dynamic = {self.input}
+        for n in nodes:
+            if any(a in dynamic for a in n.all_input_nodes):
+                dynamic.add(n)
+        self.dynamic = dynamic
+        self.module_nodes: dict[str, list[Any]] = {}
+        for n in self.body:
+            if n.op == "call_module":
+                self.module_nodes.setdefault(str(n.target), []).append(n)
+        self.attr_tensor_ids: set[int] = set()
+        self._consts: dict[Any, Any] = {}
+        for n in self.body:
+            if n.op == "get_attr":
+                v = self._fetch(str(n.target))
+                if isinstance(v, torch.Tensor):
+                    self.attr_tensor_ids.add(id(v))
+        self.inplace = {n: self._is_inplace(n) for n in self.body}
+        self.meta: set[Any] = set()
+        self.tensor_nodes: set[Any] = set()
+        self.row_bytes: dict[Any, int] = {}
+        self.checked = False
+        self._plans: dict[Any, tuple] = {}
+
+    # ----- running single nodes -----
+    def _fetch(self, target: str) -> Any:
+        v: Any = self.gm
+        for part in target.split("."):
+            v = getattr(v, part)
+        return v
+
+    def _is_inplace(self, n: Any) -> bool:
+        if n.op == "call_module":
+            return bool(getattr(self.modules.get(str(n.target)), "inplace", False))
+        if n.op == "call_method":
+            return str(n.target).endswith("_") and not str(n.target).startswith("_")
+        if n.op == "call_function":
+            name = getattr(n.target, "__name__", "")
+            return n.target in _INPLACE_FUNCTIONS or bool(n.kwargs.get("inplace")) or (name.endswith("_") and not name.startswith("_"))
+        return False
+
+    def call(self, n: Any, lookup: Callable[[Any], Any]) -> Any:
+        """Run node ``n`` on the values ``lookup`` gives for its inputs (never mutating them)."""
+        args = self.fx.node.map_arg(n.args, lookup)
+        kwargs = self.fx.node.map_arg(n.kwargs, lookup)
+        if self.inplace[n]:
+            args, kwargs = _clone(args), {k: _clone(v) for k, v in kwargs.items()}
+        if n.op == "call_module":
+            return self.modules[str(n.target)](*args, **kwargs)
+        if n.op == "call_function":
+            return n.target(*args, **kwargs)
+        if n.op == "call_method":
+            return getattr(args[0], str(n.target))(*args[1:], **kwargs)
+        if n.op == "get_attr":
+            return self._fetch(str(n.target))
+        raise UnsupportedModel(f"unexpected fx node kind {n.op!r}")
+
+    def output_of(self, lookup: Callable[[Any], Any]) -> torch.Tensor:
+        out = first_tensor(self.fx.node.map_arg(self.output.args[0], lookup))
+        if out is None:
+            raise UnsupportedModel("the traced model returns no tensor")
+        return out.reshape(out.shape[0], -1)
+
+    # ----- clean (golden-prefix) values -----
+    def clean(self, x: torch.Tensor) -> tuple[dict[Any, Any], torch.Tensor]:
+        """Every node's clean value for the block ``x`` and the block's (N, C) outputs."""
+        env: dict[Any, Any] = {self.input: x}
+        for n in self.body:
+            if n not in self.dynamic:
+                if n not in self._consts:
+                    self._consts[n] = self.call(n, env.__getitem__)
+                env[n] = self._consts[n]
+            else:
+                env[n] = self.call(n, env.__getitem__)
+        if not self.checked:
+            self._classify(env, int(x.shape[0]))
+        return env, self.output_of(env.__getitem__)
+
+    def _classify(self, env: dict[Any, Any], nb: int) -> None:
+        """Sort input-dependent nodes into batched tensors and shape-like 'meta' values."""
+        for n in self.body:
+            if n not in self.dynamic:
+                continue
+            ts = _tensors(env[n])
+            if not ts:
+                self.meta.add(n)
+            elif all(t.dim() >= 1 and t.shape[0] == nb for t in ts):
+                if isinstance(env[n], torch.Tensor):
+                    self.tensor_nodes.add(n)
+                self.row_bytes[n] = sum(t.numel() * t.element_size() for t in ts) // max(nb, 1)
+            else:
+                raise UnsupportedModel(f"node {n.name} mixes inputs across the batch (shape {[tuple(t.shape) for t in ts]})")
+        self.row_bytes[self.input] = env[self.input].numel() * env[self.input].element_size() // max(nb, 1)
+        self.checked = True
+
+    def cache_row_bytes(self) -> int:
+        """Bytes the clean cache takes per input."""
+        return sum(self.row_bytes.values())
+
+    def replay_row_bytes(self) -> int:
+        """A generous bound on one replay row's working memory: the peak of live values in a full pass, x3."""
+        last = {}
+        for i, n in enumerate(self.body):
+            for a in n.all_input_nodes:
+                last[a] = i
+        live, peak = 0, 0
+        alive: list[Any] = []
+        for i, n in enumerate(self.body):
+            live += self.row_bytes.get(n, 0)
+            alive.append(n)
+            peak = max(peak, live)
+            for a in [a for a in alive if last.get(a, len(self.body)) <= i]:
+                alive.remove(a)
+                live -= self.row_bytes.get(a, 0)
+        return 3 * max(peak, 1)
+
+    # ----- replay -----
+    def _plan(self, start: Any) -> tuple[list[Any], dict[Any, float], list[bool], bool]:
+        """Nodes to replay after ``start`` (its downstream cone, plus shape nodes), their last uses, early-exit points."""
+        if start in self._plans:
+            return self._plans[start]
+        desc: set[Any] = set()
+        todo = [start]
+        while todo:
+            for u in todo.pop().users:
+                if u.op != "output" and u not in desc:
+                    desc.add(u)
+                    todo.append(u)
+        steps = sorted(desc | {m for m in self.meta if self.order[m] > self.order[start]}, key=self.order.__getitem__)
+        pos = {n: i for i, n in enumerate(steps)}
+        last: dict[Any, float] = {}
+        for n in [start] + steps:
+            uses = [pos[u] for u in n.users if u in pos]
+            last[n] = float("inf") if self.output in n.users else (max(uses) if uses else -1)
+        check = []
+        alive = {start} if last[start] != -1 else set()
+        can_exit = not any(m in self.meta for m in steps)
+        check_start = can_exit and alive == {start}
+        for i, n in enumerate(steps):
+            alive = {a for a in alive if last[a] > i}
+            if last[n] > i:
+                alive.add(n)
+            check.append(can_exit and alive == {n} and n not in self.meta)
+        plan = (steps, last, [check_start] + check, can_exit)
+        self._plans[start] = plan
+        return plan
+
+    def replay(
+        self,
+        start: Any,
+        value: torch.Tensor,
+        inputs: torch.Tensor,
+        pinned: torch.Tensor,
+        cache: dict[Any, Any],
+        *,
+        early_exit: bool = True,
+    ) -> "ReplayResult":
+        """Final (R, C) outputs of rows whose node ``start`` holds ``value``; other nodes read the clean ``cache``.
+
+        ``inputs`` gives each row's block-local input. Rows found bit-identical to the clean
+        computation are dropped early and get the clean output; ``pinned`` rows are never dropped.
+        Returns the rows still computed at the end (positions into the R rows) with their
+        outputs, so the caller can check its pinned control rows against the golden outputs.
+        """
+        steps, last, check, _ = self._plan(start)
+        ids = torch.arange(value.shape[0], device=value.device)
+        cur_inp, cur_pin = inputs, pinned
+        env: dict[Any, Any] = {start: value}
+        gathered: dict[Any, Any] = {}
+        finished = torch.zeros(value.shape[0], dtype=torch.bool, device=value.device)
+
+        def lookup(n: Any) -> Any:
+            if n in env:
+                return env[n]
+            v = cache[n]
+            if n in self.dynamic and n not in self.meta:
+                g = gathered.get(n)
+                if g is None:
+                    g = gathered[n] = _gather(v, cur_inp)
+                return g
+            return v
+
+        def drop(n: Any) -> bool:
+            nonlocal ids, cur_inp, cur_pin, gathered
+            v = env[n]
+            if not isinstance(v, torch.Tensor):
+                return False
+            same = rows_equal(v, gather_rows(cache[n], cur_inp))
+            if not bool(same.any()):
+                return False
+            finished[ids[same]] = True
+            keep = ~same | cur_pin
+            n_keep = int(keep.sum())
+            if n_keep < MIN_ROWS and n_keep < len(keep):
+                # keep finished rows as padding (and controls): tiny batches would round differently
+                spare = torch.nonzero(~keep).squeeze(1)[: MIN_ROWS - n_keep]
+                keep[spare] = True
+                cur_pin = cur_pin.clone()
+                cur_pin[spare] = True
+            if bool(keep.all()):
+                return bool(cur_pin.all())
+            idx = torch.nonzero(keep).squeeze(1)
+            ids, cur_inp, cur_pin = ids[idx], cur_inp[idx], cur_pin[idx]
+            for a in list(env):
+                env[a] = _gather(env[a], idx)
+            gathered = {}
+            return bool(cur_pin.all())
+
+        done = False
+        if early_exit and check[0]:
+            done = drop(start)
+        for i, n in enumerate(steps):
+            if done:
+                break
+            env[n] = self.call(n, lookup)
+            for a in [a for a in env if last.get(a, float("inf")) <= i]:
+                del env[a]
+                gathered.pop(a, None)
+            for a in [a for a in gathered if a not in env and self._last_clean_use(a, steps, i)]:
+                del gathered[a]
+            if early_exit and check[i + 1]:
+                done = drop(n)
+        if done:
+            return ReplayResult(None, ids, cur_pin, finished)
+        return ReplayResult(self._final(start, steps, env, lookup), ids, cur_pin, finished)
+
+    def _last_clean_use(self, a: Any, steps: list[Any], i: int) -> bool:
+        return all(self.order[u] <= self.order[steps[i]] for u in a.users if u in steps)
+
+    def _final(self, start: Any, steps: list[Any], env: dict[Any, Any], lookup: Callable[[Any], Any]) -> torch.Tensor:
+        missing = [a for a in self.output.all_input_nodes if a not in env and (a is start or a in steps)]
+        if missing:  # every row finished: their values equal the clean ones
+            raise RuntimeError("internal: replay finished without the output's inputs")
+        return self.output_of(lookup)
+
+
+__all__ = ["TracedModel", "ReplayResult", "gather_rows", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
