@@ -54,6 +54,7 @@ def print_layer_table(results, *, title: str) -> None:
 
 
 def run_with_progress(campaign, description: str):
+    campaign.validate()  # bad input fails here, before the progress bar and before any write
     with progress_bar() as prog:
         task = prog.add_task(description, total=None)
 

@@ -139,9 +139,21 @@ class Campaign:
         return x, y, data
 
     def validate(self) -> None:
-        """Check data and every fault against the target before anything is written."""
-        self._prepared()
-        self.target.check_faults(self.faults, len(self.data))
+        """Check data, every fault, and an existing store's campaign before anything is written."""
+        x, y, _ = self._prepared()
+        self.target.check_faults(self.faults, len(x))
+        from ..store import DB_NAME
+
+        if (self.out / DB_NAME).exists():
+            with CampaignStore(self.out) as store:
+                stored = store.get_meta("identity")
+                mine = self.identity(x, y)
+                if stored is not None:
+                    diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+                    if diff:
+                        raise FaultlabError(
+                            f"{self.out}: holds a different campaign ({', '.join(diff)} differ); use another --out directory to start a new one"
+                        )
 
     def identity(self, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
         fp = getattr(self.target, "fingerprint", None)

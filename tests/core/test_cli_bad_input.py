@@ -1,0 +1,150 @@
+"""Bad input: one line naming the file/field, exit status 2, no traceback, stored results untouched."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faultlab.cli import main
+from faultlab.faults import Fault, FaultList
+from faultlab.models import cache_dir, pretrained_digits_cnn
+
+MODEL = "faultlab.models:digits_cnn"
+
+
+@pytest.fixture(scope="module")
+def weights() -> Path:
+    pretrained_digits_cnn()
+    return cache_dir() / "digits_cnn_seed0.pt"
+
+
+@pytest.fixture(scope="module")
+def good_faults(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("f") / "faults.csv"
+    FaultList.of([Fault(0, "conv1", (1, 0, 1, 1), (30,)), Fault(1, "fc1", (3,), (31,), "activation")]).to_csv(p)
+    return p
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    return int(e.value.code or 0), err
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def db_digest(out: Path) -> str:
+    import sqlite3
+
+    con = sqlite3.connect(out / "campaign.sqlite")
+    rows = con.execute("SELECT * FROM results ORDER BY fault_id").fetchall() + con.execute("SELECT * FROM faults ORDER BY id").fetchall()
+    con.close()
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+CSV_HEAD = "Injection,Layer,TensorIndex,Bit\n"
+
+
+@pytest.mark.parametrize(
+    "case,csv_text,expect",
+    [
+        ("unknown layer", CSV_HEAD + '0,conv9,"(0, 0, 0, 0)",3\n', "unknown weight layer 'conv9'"),
+        ("wrong rank", CSV_HEAD + '0,conv1,"(0, 0)",3\n', "rank 2"),
+        ("out of bounds", CSV_HEAD + '0,fc1,"(32, 0)",3\n', "out of bounds"),
+        ("bit beyond dtype", CSV_HEAD + '0,fc1,"(1, 0)",32\n', "bit 32 is beyond"),
+        ("missing column", "Injection,Layer,Bit\n0,fc1,3\n", "missing column(s) TensorIndex"),
+        ("bad index", CSV_HEAD + "0,fc1,(a b),3\n", "TensorIndex"),
+        ("bad id", CSV_HEAD + 'x,fc1,"(1, 0)",3\n', "Injection 'x'"),
+        ("unquoted tuple", CSV_HEAD + "0,fc1,(1, 0),3\n", "expected 4 fields"),
+        ("empty list", CSV_HEAD, "no faults"),
+        ("activation unknown layer", "Injection,Layer,TensorIndex,Bit,Site\n0,nope,\"(1,)\",3,activation\n", "unknown activation layer"),
+    ],
+)
+def test_bad_fault_lists(case, csv_text, expect, tmp_path, weights, capsys):
+    f = write(tmp_path, "f.csv", csv_text)
+    code, err = run_cli(["run", "--model", MODEL, "--weights", str(weights), "--data", "digits", "--faults", str(f), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2, err
+    assert expect in err, err
+    assert str(f) in err or "f.csv" in err, f"the message should name the file: {err}"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "yaml_text,expect",
+    [
+        ("inject_layer: [unclosed\n", "malformed YAML"),
+        ("something: 1\n", "inject_layer"),
+        ("inject_layer: {layer_name: fc2, fault_type: Explode}\n", "fault_type"),
+        ("inject_layer: {layer_name: fc2, bit_flip_type: SpecificBit}\n", "bit_number"),
+        ("inject_layer: {layer_name: fc2, bit_flip_type: SpecificBit, bit_number: 40}\n", "beyond"),
+        ("inject_layer: {layer_name: fc2, probability: 1.5}\n", "probability"),
+        ("inject_layer: {layer_name: nope}\n", "unknown activation layer 'nope'"),
+        ("inject_layer: {inject_layer_number: 99}\n", "inject_layer_number 99"),
+    ],
+)
+def test_bad_configs(yaml_text, expect, tmp_path, weights, capsys):
+    c = write(tmp_path, "c.yml", yaml_text)
+    code, err = run_cli(["run", "--model", MODEL, "--weights", str(weights), "--data", "digits", "--config", str(c), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and expect in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_data_and_models(tmp_path, weights, good_faults, capsys):
+    base = ["run", "--faults", str(good_faults), "--out", str(tmp_path / "o")]
+    np.savez(tmp_path / "shape.npz", x=np.zeros((5, 3, 9, 9), np.float32), y=np.zeros(5, np.int64))
+    np.savez(tmp_path / "labels.npz", x=np.zeros((5, 1, 8, 8), np.float32), y=np.array([0, 1, 2, 3, 12]))
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64))
+    np.savez(tmp_path / "nox.npz", inputs=np.zeros((5, 1, 8, 8), np.float32))
+    m = ["--model", MODEL, "--weights", str(weights)]
+    cases = [
+        (m + ["--data", str(tmp_path / "shape.npz")], "does not fit the model"),
+        (m + ["--data", str(tmp_path / "labels.npz")], "labels must be 0..9"),
+        (m + ["--data", str(tmp_path / "empty.npz")], "empty"),
+        (m + ["--data", str(tmp_path / "nox.npz")], "missing array(s) x, y"),
+        (m + ["--data", str(tmp_path / "missing.npz")], "no such data file"),
+        (m + ["--data", "cifar"], "not a bundled dataset"),
+        (["--model", MODEL, "--weights", str(tmp_path / "nope.pt"), "--data", "digits"], "no such file"),
+        (["--model", "no_such_pkg.mod:factory", "--data", "digits"], "cannot import no_such_pkg.mod"),
+        (["--model", "faultlab.models:nope", "--data", "digits"], "has no attribute 'nope'"),
+        (["--model", str(weights), "--data", "digits"], "--trust-pickle"),
+    ]
+    for argv, expect in cases:
+        code, err = run_cli(base + argv, capsys)
+        assert code == 2 and expect in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    code, err = run_cli(["run", *m, "--data", "digits", "--faults", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "none.csv" in err and "no such fault list" in err
+
+
+def test_failed_run_never_damages_stored_results(tmp_path, weights, good_faults, capsys):
+    out = tmp_path / "camp"
+    argv = ["run", "--model", MODEL, "--weights", str(weights), "--data", "digits", "--limit", "50", "--faults", str(good_faults), "--out", str(out)]
+    code, err = run_cli(argv, capsys)
+    assert code == 0, err
+    before = db_digest(out)
+    bad = write(tmp_path, "bad.csv", CSV_HEAD + '0,fc1,"(99, 0)",3\n')
+    other = write(tmp_path, "other.csv", CSV_HEAD + '0,fc1,"(1, 0)",3\n')
+    for faults in (bad, other):  # invalid, and valid but a different campaign
+        code, err = run_cli(argv[:-4] + ["--faults", str(faults), "--out", str(out)], capsys)
+        assert code == 2, err
+    assert "holds a different campaign" in err
+    assert db_digest(out) == before
+
+
+def test_real_process_prints_one_line_without_traceback(tmp_path):
+    bad = write(tmp_path, "f.csv", CSV_HEAD + '0,conv9,"(0, 0, 0, 0)",3\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "faultlab.cli", "run", "--model", MODEL, "--data", "digits", "--faults", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
