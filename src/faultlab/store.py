@@ -133,10 +133,22 @@ class CampaignStore:
             [(f.id, f.layer, format_index(f.index), ";".join(map(str, f.bits)), f.site, f.model, f.value, f.input, stratum) for f in faults],
         )
 
-    def add_faults(self, faults: Iterable[Fault], stratum: str | None = None) -> None:
-        """Append faults (adaptive rounds); ids already stored are kept as they are."""
+    def add_faults(self, faults: Iterable[Fault], stratum: str | None = None, *, meta: dict[str, Any] | None = None) -> None:
+        """Append faults (adaptive rounds) and, in the same transaction, meta entries; stored ids are kept."""
         with self._tx():
             self._insert_faults(faults, stratum)
+            for k, v in (meta or {}).items():
+                self.set_meta(k, v)
+
+    def add_faults_with_strata(self, faults: Sequence[Fault], strata: Sequence[str], *, meta: dict[str, Any] | None = None) -> None:
+        """Append faults each tagged with its stratum, plus meta entries, in one transaction."""
+        with self._tx():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO faults(id, layer, idx, bits, site, model, value, input, stratum) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(f.id, f.layer, format_index(f.index), ";".join(map(str, f.bits)), f.site, f.model, f.value, f.input, s) for f, s in zip(faults, strata)],
+            )
+            for k, v in (meta or {}).items():
+                self.set_meta(k, v)
 
     def faults(self) -> FaultList:
         rows = self._conn.execute("SELECT id, layer, idx, bits, site, model, value, input FROM faults ORDER BY id").fetchall()

@@ -64,6 +64,18 @@ def run_with_progress(campaign, description: str):
         return campaign.run(progress=cb)
 
 
+def print_strata_table(summary) -> None:
+    """Per stratum: population, faults run, events, rate with its interval, achieved vs wanted margin."""
+    table = Table(title=f"adaptive strata ({100 * summary.confidence:g} % Wilson intervals with finite-population correction)", title_justify="left")
+    for col in ("stratum", "N", "n", "events", "rate %", "interval %", "achieved ±", "wanted ±", "done"):
+        table.add_column(col, justify="left" if col == "stratum" else "right", no_wrap=True)
+    for s in summary.strata:
+        rate = s.k / s.n if s.n else float("nan")
+        table.add_row(s.name, f"{s.N:,}", f"{s.n:,}", str(s.k), f"{100 * rate:.2f}", f"{100 * s.low:.2f}-{100 * s.high:.2f}",
+                      f"{100 * s.achieved_margin:.2f}", f"{100 * summary.margin:.2f}", "yes" if s.done else "no")
+    console.print(table)
+
+
 @app.command()
 def layers(
     model: str = ModelOpt,
@@ -163,6 +175,13 @@ def run(
     split: str = typer.Option("test", "--split", help="Bundled data split: test, train or all."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (1 = this process)."),
     save_outputs: bool = typer.Option(False, "--save-outputs", help="Also write raw scores: clean.npy and inj_<id>.npy per fault."),
+    adaptive: bool = typer.Option(False, "--adaptive", help="Statistical rounds per stratum until each interval is within --margin (no --faults needed)."),
+    margin: float = typer.Option(0.05, "--margin", help="--adaptive: wanted interval half-width (e.g. 0.01 = 1 %)."),
+    confidence: float = typer.Option(0.95, "--confidence", help="--adaptive: confidence level of the intervals."),
+    by: str = typer.Option("layer", "--by", help="--adaptive: strata: model, layer, layer-bit or bit-field."),
+    site: str = typer.Option("weight", "--site", help="--adaptive: weight or activation sites."),
+    event: str = typer.Option("sdc1", "--event", help="--adaptive: per-fault event whose rate is estimated: sdc1, sdc5 or due."),
+    t: Optional[float] = typer.Option(None, "--t", help="--adaptive: use this t instead of the exact normal quantile (2.58 reproduces Leveugle's tables)."),
     trust_pickle: bool = TrustOpt,
     unsafe: bool = UnsafeOpt,
     device: str = DeviceOpt,
@@ -180,10 +199,29 @@ def run(
     from ..faults import FaultList, InjectConfig
     from ..report import write_report_csv
 
-    if (faults is None) == (config is None):
-        raise FaultlabError("pass exactly one of --faults FILE.csv or --config FILE.yml")
+    if adaptive:
+        if faults is not None or config is not None:
+            raise FaultlabError("--adaptive draws its own faults; leave out --faults and --config")
+    elif (faults is None) == (config is None):
+        raise FaultlabError("pass exactly one of --faults FILE.csv or --config FILE.yml (or --adaptive)")
     spec, target = _load(model, weights, trust_pickle, unsafe, device)
     ds = load_dataset(data, split=split).head(limit)  # type: ignore[arg-type]
+    if adaptive:
+        from ..engine.adaptive import AdaptiveCampaign
+
+        campaign = AdaptiveCampaign(
+            target=target, data=ds, out=out, engine=engine, batch_size=batch_size, tolerance=tolerance,
+            executor=make_local_executor(workers), target_factory=spec, model_id=model,
+            margin=margin, confidence=confidence, by=by, site_kind=site, event=event, seed=seed, t=t,  # type: ignore[arg-type]
+            settings={"weights": str(weights) if weights else None},
+        )
+        summary = run_with_progress(campaign, "adaptive rounds")
+        write_report_csv(summary.results, Path(out) / "report.csv", summary.criterion)
+        print_strata_table(summary)
+        print_layer_table(summary.results, title=f"{model} on {ds.name}")
+        console.print(f"{len(summary.results)} faults in {summary.rounds} rounds; the fixed p=0.5 plan needs {summary.fixed_total}: saved {summary.saved} faults")
+        console.print(f"wrote {Path(out) / 'report.csv'}\n      {Path(out) / 'campaign.sqlite'}")
+        return
     if config is not None:
         cfg = InjectConfig.from_yaml(config)
         if hasattr(target, "trace"):

@@ -196,27 +196,48 @@ class Campaign:
             done = store.done_ids()
             pending = [f for f in self.faults if f.id not in done]
             total, finished = len(self.faults), len(self.faults) - len(pending)
-            if progress:
-                progress(finished, total)
-            new = 0
             worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance)
-            chunks = [pending[i : i + self.chunk_size] for i in range(0, len(pending), self.chunk_size)]
-            errors: list[str] = []
-            for outcome in self.executor.run(worker, chunks):
-                if not outcome.ok:
-                    errors.append(outcome.error or "?")
-                    log.error("chunk of %d faults failed: %s", len(outcome.task), outcome.error)
-                    continue
-                new += store.add_results(outcome.result)
-                finished += len(outcome.result)
-                if progress:
-                    progress(finished, total)
-            if errors:
-                raise FaultlabError(f"{len(errors)} chunk(s) of faults failed (stored results are kept; rerun to retry): {errors[0].splitlines()[0]}")
+            new = execute(store, pending, worker, self.executor, chunk_size=self.chunk_size, progress=progress, done=finished, total=total)
             df = store.results_frame()
             cc = store.get_meta("clean_correct")
         clean_correct = None if cc is None else np.frombuffer(cc.encode(), dtype=np.uint8) == ord("1")
         return CampaignSummary(self.out, df, int(len(x)), clean_top1, self.criterion, resumed, new, time.perf_counter() - t0, clean_correct)
+
+
+def execute(
+    store: CampaignStore,
+    pending: Sequence[Fault],
+    worker: Callable[[], Callable[[Sequence[Fault]], list[FaultResult]]],
+    executor: Executor,
+    *,
+    chunk_size: int = 64,
+    progress: ProgressFn | None = None,
+    done: int = 0,
+    total: int | None = None,
+) -> int:
+    """Run ``pending`` faults in chunks on ``executor`` and store each chunk's results as it arrives.
+
+    Returns how many results were new. A failed chunk is logged and reported after the others
+    finish; what was stored stays stored, and a rerun retries only what is missing.
+    """
+    total = len(pending) + done if total is None else total
+    if progress:
+        progress(done, total)
+    chunks = [list(pending[i : i + chunk_size]) for i in range(0, len(pending), chunk_size)]
+    errors: list[str] = []
+    new = 0
+    for outcome in executor.run(worker, chunks):
+        if not outcome.ok:
+            errors.append(outcome.error or "?")
+            log.error("chunk of %d faults failed: %s", len(outcome.task), outcome.error)
+            continue
+        new += store.add_results(outcome.result)
+        done += len(outcome.result)
+        if progress:
+            progress(done, total)
+    if errors:
+        raise FaultlabError(f"{len(errors)} chunk(s) of faults failed (stored results are kept; rerun to retry): {errors[0].splitlines()[0]}")
+    return new
 
 
 def faulty_accuracy(summary: CampaignSummary) -> float:
@@ -236,4 +257,4 @@ def faulty_accuracy(summary: CampaignSummary) -> float:
     return float(df["top1_correct"].sum() / df["n"].sum())
 
 
-__all__ = ["Campaign", "CampaignWorker", "CampaignSummary", "data_fingerprint", "faulty_accuracy"]
+__all__ = ["Campaign", "CampaignWorker", "CampaignSummary", "data_fingerprint", "execute", "faulty_accuracy"]

@@ -163,7 +163,8 @@ class FastEngine(Engine):
             return self._exact().run(target, data, faults)
         results: dict[int, FaultResult] = {}
         try:
-            fast_results, slow = self._run_fast(target, tm, data, faults)
+            with torch.no_grad():
+                fast_results, slow = self._run_fast(target, tm, data, faults)
         except UnsupportedModel as e:
             log.warning("fast engine: %s; using the exact engine", e)
             self._traced[id(target)] = (target.model, None)  # type: ignore[attr-defined]

@@ -42,8 +42,11 @@ def gather_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     Kernels pick their algorithm, and so their rounding, by layout: a contiguous copy of a
     channels-last activation would not reproduce the clean computation bit for bit.
     """
-    if t.dim() <= 1 or t.is_contiguous():
+    if t.dim() <= 1:
         return t.index_select(0, rows)
+    if t.stride(0) == t[0].numel():  # rows outermost: keep every stride, even those of size-1 dims
+        out = torch.empty_strided((len(rows),) + tuple(t.shape[1:]), t.stride(), dtype=t.dtype, device=t.device)
+        return torch.index_select(t, 0, rows, out=out)
     perm = sorted(range(t.dim()), key=lambda d: (-t.stride(d), d))
     g = t.permute(perm).index_select(perm.index(0), rows)
     inv = [perm.index(d) for d in range(t.dim())]
