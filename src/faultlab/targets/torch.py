@@ -46,7 +46,11 @@ class TorchTarget(Target):
     image_layout = "channels_first"
 
     def __init__(self, model: nn.Module, *, example_input: torch.Tensor | np.ndarray | None = None) -> None:
-        self.model = model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:  # torch.export modules: already captured in eval semantics
+            pass
+        self.model = model
         try:
             p = next(model.parameters())
             self._device = p.device
@@ -137,7 +141,8 @@ class TorchTarget(Target):
 
     # ----- forward -----
     def to_tensor(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+        # copy numpy data into torch-owned storage: never alias (or pin) the caller's buffer
+        t = torch.tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
         if t.is_floating_point() and t.dtype != self._float_dtype:
             t = t.to(self._float_dtype)
         return t.to(self._device, non_blocking=True)

@@ -1,0 +1,123 @@
+"""The hardware-fault CLI as a user runs it: layers, faults generate, run (CSV, YAML, .pt2, pickles), save-outputs."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from faultlab.cli import main
+from faultlab.datasets import load_digits
+from faultlab.faults import FaultList
+from faultlab.models import cache_dir, pretrained_digits_cnn
+
+MODEL = "faultlab.models:digits_cnn"
+
+
+@pytest.fixture(scope="module")
+def weights():
+    pretrained_digits_cnn()
+    return str(cache_dir() / "digits_cnn_seed0.pt")
+
+
+def cli(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_layers_lists_every_site(weights, capsys):
+    code, out, _ = cli(["layers", "--model", MODEL, "--weights", weights], capsys)
+    assert code == 0
+    for name, p in pretrained_digits_cnn().named_parameters():
+        site = name[: -len(".weight")] if name.endswith(".weight") else name
+        assert site in out and f"{p.numel():,}" in out
+    assert "activation" in out and "(16, 8, 8)" in out  # conv2's output shape
+
+
+def test_generate_is_seeded_and_uniform(tmp_path, weights, capsys):
+    paths = []
+    for seed in (1, 1, 2):
+        p = tmp_path / f"f{len(paths)}.csv"
+        code, _, err = cli(["faults", "generate", "--model", MODEL, "--n", "3000", "--site", "weight", "--seed", str(seed), "-o", str(p)], capsys)
+        assert code == 0, err
+        paths.append(p)
+    assert paths[0].read_text() == paths[1].read_text()
+    assert paths[0].read_text() != paths[2].read_text()
+    fl = FaultList.from_csv(paths[0])
+    df = pd.DataFrame({"layer": [f.layer for f in fl], "bit": [f.bits[0] for f in fl]})
+    sizes = {("fc1" if n == "fc1.weight" else n.replace(".weight", "")): p.numel() for n, p in pretrained_digits_cnn().named_parameters()}
+    share = df["layer"].value_counts(normalize=True)
+    assert abs(share["fc1"] - sizes["fc1"] / sum(sizes.values())) < 0.03  # uniform over elements
+    assert df["bit"].between(0, 31).all() and df["bit"].nunique() == 32
+    code, _, _ = cli(["faults", "generate", "--model", MODEL, "--n", "50", "--site", "activation", "--layers", "relu3", "--bits", "30-31", "-o", str(tmp_path / "a.csv")], capsys)
+    acts = FaultList.from_csv(tmp_path / "a.csv")
+    assert code == 0 and {f.layer for f in acts} == {"relu3"} and {f.bits[0] for f in acts} <= {30, 31}
+
+
+def test_config_run_prints_clean_and_faulty_accuracy(tmp_path, weights, capsys):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("inject_layer:\n  layer_name: fc2\n  fault_type: BitFlip\n  bit_flip_type: SpecificBit\n  bit_number: 31\n  probability: 1.0\n")
+    code, out, err = cli(["run", "--model", MODEL, "--weights", weights, "--data", "digits", "--config", str(cfg), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    rep = pd.read_csv(tmp_path / "o" / "report.csv")
+    assert len(rep) == 450 and (rep["n_injections"] == 1).all()
+    # independent: flip the sign of the chosen logit per input and score
+    from faultlab.store import CampaignStore
+
+    with CampaignStore(tmp_path / "o") as st:
+        faults = list(st.faults())
+    ds = load_digits("test")
+    with torch.no_grad():
+        logits = pretrained_digits_cnn()(torch.from_numpy(ds.x)).numpy()
+    faulty = logits.copy()
+    for f in faults:
+        faulty[f.input, f.index[0]] = -faulty[f.input, f.index[0]]
+    clean_acc = (logits.argmax(1) == ds.y).mean()
+    faulty_acc = (faulty.argmax(1) == ds.y).mean()
+    assert f"clean accuracy {100 * clean_acc:.2f}%" in out
+    assert f"faulty accuracy {100 * faulty_acc:.2f}%" in out
+
+
+def test_save_outputs_and_pt2_and_pickles(tmp_path, weights, capsys):
+    model = pretrained_digits_cnn()
+    ds = load_digits("test").head(30)
+    np.savez(tmp_path / "d.npz", x=ds.x, y=ds.y)
+    faults = tmp_path / "f.csv"
+    faults.write_text('Injection,Layer,TensorIndex,Bit\n7,fc1,"(2, 5)",30\n')
+    code, _, err = cli(["run", "--model", MODEL, "--weights", weights, "--data", str(tmp_path / "d.npz"), "--faults", str(faults), "--out", str(tmp_path / "o"), "--save-outputs"], capsys)
+    assert code == 0, err
+    with torch.no_grad():
+        xt = torch.tensor(ds.x)  # torch-owned, aligned storage, as faultlab uses
+        clean = model(xt).numpy()
+        m2 = copy.deepcopy(model)
+        w = m2.fc1.weight.data.numpy()
+        w[2, 5] = np.array([w[2, 5]], np.float32).view(np.uint32).__xor__(np.uint32(1 << 30)).view(np.float32)[0]
+        faulty = m2(xt).numpy()
+    # raw scores from another process history may differ in the last ulp (CPU kernels choose
+    # code paths by history and alignment); the engine's own golden/faulty pairs never mix those
+    saved_clean = np.load(tmp_path / "o" / "outputs" / "clean.npy")
+    saved_faulty = np.load(tmp_path / "o" / "outputs" / "inj_7.npy")
+    np.testing.assert_allclose(saved_clean, clean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(saved_faulty, faulty, rtol=1e-5, atol=1e-5)
+    assert np.abs(saved_faulty - saved_clean).max() > 1e-3  # the fault was really applied
+
+    ep = torch.export.export(model, (torch.from_numpy(ds.x[:2]),), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    torch.export.save(ep, tmp_path / "m.pt2")
+    code, _, err = cli(["run", "--model", str(tmp_path / "m.pt2"), "--data", str(tmp_path / "d.npz"), "--faults", str(faults), "--out", str(tmp_path / "o2")], capsys)
+    assert code == 0, err
+    a = pd.read_csv(tmp_path / "o" / "report.csv").drop(columns=["criterion"])
+    b = pd.read_csv(tmp_path / "o2" / "report.csv").drop(columns=["criterion"])
+    pd.testing.assert_frame_equal(a, b)
+
+    torch.save(model, tmp_path / "whole.pt")
+    code, _, err = cli(["run", "--model", str(tmp_path / "whole.pt"), "--data", str(tmp_path / "d.npz"), "--faults", str(faults), "--out", str(tmp_path / "o3")], capsys)
+    assert code == 2 and "--trust-pickle" in err
+    code, _, err = cli(["run", "--model", str(tmp_path / "whole.pt"), "--trust-pickle", "--data", str(tmp_path / "d.npz"), "--faults", str(faults), "--out", str(tmp_path / "o3")], capsys)
+    assert code == 0, err
