@@ -8,12 +8,12 @@ nearest-trace fault localisation and a diff between a clean and a faulty model.
 
 Typical use::
 
-    from faultlab.rnn import load_model, profile_model, Abstraction, stability
+    from faultlab.rnn import load_model, profile_model, Abstraction, state_stability
     model = load_model("gru.pt")
     train = profile_model(model, x_train)               # Profile(hidden, step_pred, step_proba)
     abst = Abstraction(pca_dims=10, components=20, seed=0).fit(train.hidden)
     tr = abst.traces(train.hidden)                      # (N, T+1) ints, column 0 is state 0
-    report = stability(tr, train.step_pred, n_states=abst.n_states)
+    report = state_stability(tr, train.step_pred, n_states=abst.n_states)
 
 Public names are imported lazily so ``import faultlab.rnn`` does not import torch.
 """
@@ -24,10 +24,11 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     # subjects: train / save / load the analysed models
-    "RecurrentClassifier": "faultlab.rnn.subjects",
+    "RecurrentClassifier": "faultlab.rnn._torch_models",
     "train_subject": "faultlab.rnn.subjects",
     "save_model": "faultlab.rnn.subjects",
     "load_model": "faultlab.rnn.subjects",
+    "is_torch_model": "faultlab.rnn.subjects",
     # profiling
     "Profile": "faultlab.rnn.profile",
     "ProfileFunction": "faultlab.rnn.profile",
@@ -38,10 +39,13 @@ _EXPORTS: dict[str, str] = {
     "sweep_components": "faultlab.rnn.abstraction",
     "components_range": "faultlab.rnn.abstraction",
     "write_sweep_csv": "faultlab.rnn.abstraction",
+    "read_sweep_csv": "faultlab.rnn.abstraction",
     # stability
     "Stability": "faultlab.rnn.stability",
     "state_label_counts": "faultlab.rnn.stability",
-    "stability": "faultlab.rnn.stability",
+    "state_stability": "faultlab.rnn.stability",
+    "stability_from_counts": "faultlab.rnn.stability",
+    "purity": "faultlab.rnn.stability",
     # trace features and the SimNN surrogate
     "FEATURE_SETS": "faultlab.rnn.features",
     "label_distribution": "faultlab.rnn.features",
@@ -54,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "MarkovChain": "faultlab.rnn.markov",
     "Coverage": "faultlab.rnn.markov",
     "transition_counts": "faultlab.rnn.markov",
+    "state_visits": "faultlab.rnn.markov",
     "markov_chain": "faultlab.rnn.markov",
     "coverage": "faultlab.rnn.markov",
     # fault localisation
@@ -61,14 +66,18 @@ _EXPORTS: dict[str, str] = {
     "nearest_traces": "faultlab.rnn.localize",
     "localisation_curves": "faultlab.rnn.localize",
     "plot_localisation": "faultlab.rnn.localize",
+    "neighbour_table": "faultlab.rnn.localize",
     # clean vs faulty model
     "ModelDiff": "faultlab.rnn.diff",
     "diff_traces": "faultlab.rnn.diff",
     "parse_fault": "faultlab.rnn.diff",
+    "WeightBitFlip": "faultlab.rnn.diff",
     "flipped_bit": "faultlab.rnn.diff",
     # shared analysis bundle (model + data + abstraction) used by the CLI
     "Analysis": "faultlab.rnn.analysis",
     "build_analysis": "faultlab.rnn.analysis",
+    "load_split_data": "faultlab.rnn.analysis",
+    "abstraction_file": "faultlab.rnn.analysis",
 }
 
 __all__ = sorted(_EXPORTS)
