@@ -12,6 +12,7 @@ The SDC-1 *rate* counts both SDC1 and SDC5 codes (any top-1 change); the SDC-5 r
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -90,6 +91,8 @@ class FaultResult:
     top5_robust: int
     codes: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros(0, np.uint8))
     engine: str = "exact"
+    #: ``codes`` zlib-compressed where the result was made (a worker), so the store's writer only inserts
+    codes_z: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def pair_stats(codes: torch.Tensor, faulty: torch.Tensor, golden: torch.Tensor, labels: torch.Tensor | None, *, k: int = 5) -> torch.Tensor:
@@ -140,8 +143,9 @@ def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, stats: torch.T
                 top5_correct=int(h[6]),
                 top1_robust=int(h[7]),
                 top5_robust=int(h[8]),
-                codes=all_codes[order[bounds[j] : bounds[j + 1]]],
+                codes=(c := all_codes[order[bounds[j] : bounds[j + 1]]]),
                 engine=engine,
+                codes_z=zlib.compress(c.tobytes(), 1),
             )
         )
     return out

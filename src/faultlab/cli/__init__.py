@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 
 from . import hardware as _hardware  # noqa: E402,F401  (registers the hardware-fault commands)
+from . import report as _report  # noqa: E402,F401  (plan, report, compare)
+from . import show as _show  # noqa: E402,F401  (show-activations)
 from .mutate import app as _mutate_app  # noqa: E402
 from .rnn import app as _rnn_app  # noqa: E402
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from . import app
@@ -29,7 +30,9 @@ def _load(model: str, weights: Optional[Path], trust_pickle: bool, unsafe: bool,
 
 
 def _fmt_rate(rate: float, lo: float, hi: float) -> str:
-    return f"{100 * rate:.2f} [dim]({100 * lo:.2f}-{100 * hi:.2f})[/]"
+    """``2.63±0.09``: the rate in %, ± the wider side of its (asymmetric) interval, to fit 80 columns."""
+    half = max(rate - lo, hi - rate)
+    return f"{100 * rate:.2f}[dim]±{100 * half:.2f}[/]"
 
 
 def print_layer_table(results, *, title: str) -> None:
@@ -41,13 +44,13 @@ def print_layer_table(results, *, title: str) -> None:
         part = t[t["site"] == kind]
         if part.empty:
             continue
-        table = Table(title=f"{title}: {kind} faults", title_justify="left", caption="rates in % of (fault, input) pairs, (95 % Wilson interval)", caption_justify="left")
-        table.add_column("layer", no_wrap=True)
-        for col in ("faults", "pairs", "masked", "non-critical", "SDC-1", "SDC-5", "DUE"):
+        table = Table(title=f"{title}: {kind} faults", title_justify="left", caption="n faults; % of (fault, input) pairs, ± the wider side of the 95 % Wilson interval", caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        table.add_column("layer", no_wrap=True, overflow="fold")
+        for col in ("n", "masked", "non-crit", "SDC-1", "SDC-5", "DUE"):
             table.add_column(col, justify="right", no_wrap=True)
         for _, r in part.iterrows():
             table.add_row(
-                r["layer"], str(r["faults"]), str(r["pairs"]),
+                r["layer"], str(r["faults"]),
                 *(_fmt_rate(r[f"{c}_rate"], r[f"{c}_lo"], r[f"{c}_hi"]) for c in ("masked", "non_critical", "sdc1", "sdc5", "due")),
             )
         console.print(table)
@@ -62,6 +65,14 @@ def run_with_progress(campaign, description: str):
             prog.update(task, completed=done, total=total)
 
         return campaign.run(progress=cb)
+
+
+def write_html_report(out: Path):
+    """The self-contained HTML report (and PNG plots) for a finished campaign directory."""
+    from ..report.html import report_campaign
+
+    with err_console.status("writing the HTML report"):
+        return report_campaign(out)
 
 
 def print_strata_table(summary) -> None:
@@ -173,7 +184,10 @@ def run(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Regression models: relative error tolerated before an output counts as SDC."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N inputs."),
     split: str = typer.Option("test", "--split", help="Bundled data split: test, train or all."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (1 = this process)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (1 = this process), or Ray actors with --executor ray."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) or ray (pip install 'faultlab[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray head HOST:PORT to join (default: start Ray here)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs each Ray worker reserves."),
     save_outputs: bool = typer.Option(False, "--save-outputs", help="Also write raw scores: clean.npy and inj_<id>.npy per fault."),
     adaptive: bool = typer.Option(False, "--adaptive", help="Statistical rounds per stratum until each interval is within --margin (no --faults needed)."),
     margin: float = typer.Option(0.05, "--margin", help="--adaptive: wanted interval half-width (e.g. 0.01 = 1 %)."),
@@ -193,11 +207,8 @@ def run(
     Example: faultlab run --model faultlab.models:digits_cnn --weights w.pt --data digits --faults faults.csv --out runs/c1
     """
     from ..datasets import load_dataset
-    from ..engine.campaign import Campaign
     from ..errors import FaultlabError
-    from ..executors import make_local_executor
-    from ..faults import FaultList, InjectConfig
-    from ..report import write_report_csv
+    from ..executors import make_executor
 
     if adaptive:
         if faults is not None or config is not None:
@@ -206,12 +217,26 @@ def run(
         raise FaultlabError("pass exactly one of --faults FILE.csv or --config FILE.yml (or --adaptive)")
     spec, target = _load(model, weights, trust_pickle, unsafe, device)
     ds = load_dataset(data, split=split).head(limit)  # type: ignore[arg-type]
+    with make_executor(executor, workers=workers, address=address, gpus_per_worker=gpus_per_worker) as ex:
+        _run_campaign(
+            model=model, spec=spec, target=target, ds=ds, out=out, faults=faults, config=config, weights=weights,
+            batch_size=batch_size, seed=seed, engine=engine, tolerance=tolerance, ex=ex, save_outputs=save_outputs,
+            adaptive=adaptive, margin=margin, confidence=confidence, by=by, site=site, event=event, t=t,
+        )
+
+
+def _run_campaign(*, model, spec, target, ds, out, faults, config, weights, batch_size, seed, engine, tolerance, ex,
+                  save_outputs, adaptive, margin, confidence, by, site, event, t) -> None:
+    from ..engine.campaign import Campaign
+    from ..faults import FaultList, InjectConfig
+    from ..report import write_report_csv
+
     if adaptive:
         from ..engine.adaptive import AdaptiveCampaign
 
         campaign = AdaptiveCampaign(
             target=target, data=ds, out=out, engine=engine, batch_size=batch_size, tolerance=tolerance,
-            executor=make_local_executor(workers), target_factory=spec, model_id=model,
+            executor=ex, target_factory=spec, model_id=model,
             margin=margin, confidence=confidence, by=by, site_kind=site, event=event, seed=seed, t=t,  # type: ignore[arg-type]
             settings={"weights": str(weights) if weights else None},
         )
@@ -231,7 +256,7 @@ def run(
         fl = FaultList.from_csv(faults)  # type: ignore[arg-type]
     campaign = Campaign(
         target=target, data=ds, faults=fl, out=out, engine=engine, batch_size=batch_size,
-        tolerance=tolerance, executor=make_local_executor(workers), target_factory=spec,
+        tolerance=tolerance, executor=ex, target_factory=spec,
         model_id=model, settings={"seed": seed, "fault_source": str(faults or config), "weights": str(weights) if weights else None},
     )
     summary = run_with_progress(campaign, "faults")
@@ -240,7 +265,7 @@ def run(
         from ..engine.outputs import save_outputs as _save
 
         _save(target, ds, fl, Path(out), batch_size=batch_size)
-    print_layer_table(summary.results, title=f"{model} on {ds.name}: {len(summary.results)} faults x inputs, criterion {summary.criterion}")
+    print_layer_table(summary.results, title=f"{model} on {ds.name}: {len(summary.results)} faults x {summary.n_inputs} inputs, criterion {summary.criterion}")
     if config is not None and summary.clean_top1 is not None:
         from ..engine.campaign import faulty_accuracy
 
@@ -294,6 +319,7 @@ def demo(
     report = write_report_csv(summary.results, out / "report.csv", summary.criterion)
     print_layer_table(summary.results, title=f"demo CNN on {ds.name} (clean top-1 {100 * (summary.clean_top1 or 0):.1f}%), {len(fl)} single-bit faults")
     console.print(f"done in {summary.seconds:.1f} s ({summary.new_results} faults run now)")
+    files = write_html_report(out)
     console.print("wrote:")
-    for p in (out / "faults.csv", out / "campaign.sqlite", report):
+    for p in (out / "faults.csv", out / "campaign.sqlite", report, files.html):
         console.print(f"  {p}")

@@ -73,10 +73,12 @@ class AdaptiveCampaign(Campaign):
         names = [p.name for p in pops]
         alloc = AdaptiveAllocator(populations={p.name: p.size for p in pops}, margin=self.margin, confidence=self.confidence, t=self.t)
         samplers = {p.name: PopulationSampler(population=p, seed=self.seed * 100_003 + i) for i, p in enumerate(pops)}
+        fixed_total = sum(alloc.fixed_plan().values())
         settings = {"model": self.model_id, "data": self.data.name, "n_inputs": int(len(x)), "engine": self.engine,
-                    "batch_size": self.batch_size, "criterion": self.criterion, "adaptive": True, "margin": self.margin,
+                    "batch_size": self.batch_size, "criterion": self.criterion, "margin": self.margin,
+                    "adaptive": {"fixed_plan_faults": fixed_total, "populations": {p.name: p.size for p in pops}, "event": self.event},
                     "confidence": self.confidence, "by": self.by, "site": self.site_kind, "event": self.event, "seed": self.seed,
-                    "framework": self.target.framework, "device": self.target.device, **self.extra_settings}
+                    **self.common_settings()}
         worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance)
         new = 0
         with CampaignStore(self.out) as store:

@@ -155,6 +155,18 @@ class Campaign:
                             f"{self.out}: holds a different campaign ({', '.join(diff)} differ); use another --out directory to start a new one"
                         )
 
+    def common_settings(self) -> dict[str, Any]:
+        """Settings every campaign records: framework, device, the sites (for populations) and versions."""
+        from ..report.html import package_versions
+
+        return {
+            "framework": self.target.framework,
+            "device": self.target.device,
+            "sites": [{"name": s.name, "kind": s.kind, "layer": s.layer, "layer_type": s.layer_type, "shape": list(s.shape), "dtype": s.dtype} for s in self.target.sites()],
+            "versions": package_versions(),
+            **self.extra_settings,
+        }
+
     def identity(self, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
         fp = getattr(self.target, "fingerprint", None)
         return {
@@ -179,9 +191,7 @@ class Campaign:
             "k": self.k,
             "tolerance": self.tolerance,
             "criterion": self.criterion,
-            "framework": self.target.framework,
-            "device": self.target.device,
-            **self.extra_settings,
+            **self.common_settings(),
         }
         with CampaignStore(self.out) as store:
             resumed = store.init_campaign(self.identity(x, y), settings, self.faults)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -22,7 +21,7 @@ from ..errors import DataError, FaultSpecError
 from ..faults import Fault, Site
 from .base import Assignment, Target
 from .keras_inject import FaultPlan, LayerFaults, instrument
-from .keras_loading import import_keras, load_keras_model
+from .keras_loading import import_keras, load_keras_model  # noqa: F401  (load_keras_model: used by loading.load_model)
 
 log = logging.getLogger("faultlab")
 
@@ -154,7 +153,8 @@ class KerasTarget(Target):
 
     # ----- forward -----
     def to_tensor(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        t = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x
+        # a fresh C-order copy: never alias the caller's buffer (as the PyTorch target does)
+        t = torch.from_numpy(np.array(x, order="C", copy=True)) if not isinstance(x, torch.Tensor) else x
         if t.is_floating_point() and t.dtype != torch.float32:
             t = t.to(torch.float32)
         return t.to(self._device)

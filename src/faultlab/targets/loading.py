@@ -87,14 +87,15 @@ def make_target(model: Any, **kwargs: Any) -> Target:
     """A Target for an in-memory model: a ``torch.nn.Module`` or a Keras model."""
     import torch
 
-    if isinstance(model, torch.nn.Module):
-        from .torch import TorchTarget
-
-        return TorchTarget(model, **kwargs)
+    # Keras first: on the torch backend a Keras model is also a torch.nn.Module
     if type(model).__module__.startswith("keras") or hasattr(model, "get_layer"):
         from .keras import KerasTarget  # type: ignore[import-not-found]
 
         return KerasTarget(model, **kwargs)
+    if isinstance(model, torch.nn.Module):
+        from .torch import TorchTarget
+
+        return TorchTarget(model, **kwargs)
     raise ModelLoadError(f"unsupported model type {type(model).__name__}; expected a torch.nn.Module or a Keras model")
 
 
@@ -130,7 +131,7 @@ def load_model(spec: str, *, weights: str | Path | None = None, trust_pickle: bo
             raise ModelLoadError(f"--model {p}: cannot load ({type(e).__name__}: {e})") from None
     else:
         model = _import_factory(s)
-    if isinstance(model, torch.nn.Module):
+    if isinstance(model, torch.nn.Module) and not type(model).__module__.startswith("keras"):
         if weights is not None:
             _load_torch_weights(model, weights, trust_pickle)
         model = model.to(device)

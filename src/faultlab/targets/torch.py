@@ -141,8 +141,9 @@ class TorchTarget(Target):
 
     # ----- forward -----
     def to_tensor(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        # copy numpy data into torch-owned storage: never alias (or pin) the caller's buffer
-        t = torch.tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+        # a fresh C-order copy: never alias the caller's buffer, and standard strides even for
+        # size-1 axes (odd strides make torch pick channels-last kernels that round differently)
+        t = torch.from_numpy(np.array(x, order="C", copy=True)) if not isinstance(x, torch.Tensor) else x
         if t.is_floating_point() and t.dtype != self._float_dtype:
             t = t.to(self._float_dtype)
         return t.to(self._device, non_blocking=True)

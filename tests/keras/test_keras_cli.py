@@ -1,0 +1,92 @@
+"""CLI on Keras models: ``faultlab run --config`` (InjectTF2), Lambda refusal, ``faultlab show-activations``."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kmodels import predict
+
+CONFIG = """inject_layer:
+  layer_name: dense_1
+  fault_type: BitFlip
+  bit_flip_type: SpecificBit
+  bit_number: 31
+  probability: 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def app():
+    import faultlab.cli.show  # noqa: F401  (registers show-activations; cli/__init__ imports it once merged)
+    from faultlab.cli import app as _app
+
+    return _app
+
+
+def test_run_injecttf2_config_prints_clean_and_faulty_accuracy(app, model_files, seq_model, tmp_path):
+    from faultlab.datasets import load_dataset
+
+    cfg = tmp_path / "specific_bit.yml"
+    cfg.write_text(CONFIG)
+    res = CliRunner().invoke(app, ["run", "--model", str(model_files["seq"]), "--data", "digits", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    m = re.search(r"clean accuracy ([\d.]+)%\s+faulty accuracy ([\d.]+)%", res.output)
+    assert m, res.output
+    test = load_dataset("digits", "test").channels_last()
+    clean = 100 * float((predict(seq_model, test.x).argmax(1) == test.y).mean())
+    assert float(m.group(1)) == pytest.approx(clean, abs=0.006)
+    assert float(m.group(2)) < float(m.group(1))  # flipping a dense_1 output's sign bit hurts
+
+
+def test_lambda_model_exits_2_with_a_hint(tmp_path, capsys):
+    import keras
+
+    from faultlab.cli import main
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Lambda(lambda t: t * 2.0, name="double"), keras.layers.Dense(10)])
+    p = tmp_path / "lambda.keras"
+    model.save(p)
+    with pytest.raises(SystemExit) as e:
+        main(["layers", "--model", str(p), "--data", "digits"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--unsafe" in err and "double" in err and "Traceback" not in err
+
+
+def _png_shape(path: Path) -> tuple:
+    import matplotlib.image as mpimg
+
+    return mpimg.imread(path).shape
+
+
+def test_show_activations_keras(app, model_files, tmp_path):
+    out = tmp_path / "fault.png"
+    res = CliRunner().invoke(app, ["show-activations", "--model", str(model_files["branchy"]), "--data", "digits", "--fault", "stem,(1, 1, 0, 2),30", "--input", "3", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.exists() and len(_png_shape(out)) == 3
+    # a stem kernel fault reaches every later layer of the branchy model
+    m = re.search(r"(\d+) of (\d+) layers from stem on changed", res.output)
+    assert m and m.group(1) == m.group(2) == "12", res.output  # stem and the 11 layers after it
+
+
+def test_show_activations_torch_activation_fault(app, tmp_path):
+    out = tmp_path / "torch.png"
+    res = CliRunner().invoke(app, ["show-activations", "--model", "faultlab.models:digits_cnn", "--data", "digits", "--site", "activation", "--fault", "fc2,(3,),31", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.exists() and "wrote" in res.output
+
+
+def test_show_activations_bad_fault_spec_exits_2(app, model_files, capsys):
+    from faultlab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["show-activations", "--model", str(model_files["seq"]), "--fault", "conv2d 31"])
+    assert e.value.code == 2
+    assert "LAYER,INDEX,BIT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["show-activations", "--model", str(model_files["seq"]), "--fault", "conv2d,(9, 9, 9, 9),31"])
+    assert e.value.code == 2
+    assert "out of bounds" in capsys.readouterr().err
