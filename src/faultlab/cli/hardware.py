@@ -152,6 +152,22 @@ def faults_generate(
     console.print(f"wrote {len(plan.faults)} {site} faults to {path}")
 
 
+def parse_bytes(text: str) -> int:
+    """``"512MiB"``, ``"4GiB"``, ``"2GB"`` or a plain number of bytes."""
+    from ..errors import FaultlabError
+
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("kmgib")
+    try:
+        value = float(num) * units[t[len(num):]]
+    except (ValueError, KeyError):
+        raise FaultlabError(f"--max-memory {text!r}: expected a size like 512MiB, 4GiB or 2GB") from None
+    if value <= 0:
+        raise FaultlabError(f"--max-memory {text!r}: must be positive")
+    return int(value)
+
+
 def parse_bit_ranges(text: str) -> list[int]:
     """``"23-31"`` or ``"0,8,31"`` or a mix as a list of ints."""
     from ..errors import FaultlabError
@@ -181,6 +197,7 @@ def run(
     batch_size: int = typer.Option(512, "--batch-size", "-b", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed for config expansion (which inputs, elements, bits)."),
     engine: str = typer.Option("exact", "--engine", help="exact (reference) or fast."),
+    max_memory: str = typer.Option("1GiB", "--max-memory", help="Fast engine: memory for cached activations and batches (e.g. 512MiB, 4GiB)."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Regression models: relative error tolerated before an output counts as SDC."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N inputs."),
     split: str = typer.Option("test", "--split", help="Bundled data split: test, train or all."),
@@ -222,11 +239,12 @@ def run(
             model=model, spec=spec, target=target, ds=ds, out=out, faults=faults, config=config, weights=weights,
             batch_size=batch_size, seed=seed, engine=engine, tolerance=tolerance, ex=ex, save_outputs=save_outputs,
             adaptive=adaptive, margin=margin, confidence=confidence, by=by, site=site, event=event, t=t,
+            engine_options={"max_memory": parse_bytes(max_memory)} if engine == "fast" else {},
         )
 
 
 def _run_campaign(*, model, spec, target, ds, out, faults, config, weights, batch_size, seed, engine, tolerance, ex,
-                  save_outputs, adaptive, margin, confidence, by, site, event, t) -> None:
+                  save_outputs, adaptive, margin, confidence, by, site, event, t, engine_options) -> None:
     from ..engine.campaign import Campaign
     from ..faults import FaultList, InjectConfig
     from ..report import write_report_csv
@@ -238,7 +256,7 @@ def _run_campaign(*, model, spec, target, ds, out, faults, config, weights, batc
             target=target, data=ds, out=out, engine=engine, batch_size=batch_size, tolerance=tolerance,
             executor=ex, target_factory=spec, model_id=model,
             margin=margin, confidence=confidence, by=by, site_kind=site, event=event, seed=seed, t=t,  # type: ignore[arg-type]
-            settings={"weights": str(weights) if weights else None},
+            settings={"weights": str(weights) if weights else None}, engine_options=engine_options,
         )
         summary = run_with_progress(campaign, "adaptive rounds")
         write_report_csv(summary.results, Path(out) / "report.csv", summary.criterion)
@@ -258,6 +276,7 @@ def _run_campaign(*, model, spec, target, ds, out, faults, config, weights, batc
         target=target, data=ds, faults=fl, out=out, engine=engine, batch_size=batch_size,
         tolerance=tolerance, executor=ex, target_factory=spec,
         model_id=model, settings={"seed": seed, "fault_source": str(faults or config), "weights": str(weights) if weights else None},
+        engine_options=engine_options,
     )
     summary = run_with_progress(campaign, "faults")
     report = write_report_csv(summary.results, Path(out) / "report.csv", summary.criterion)

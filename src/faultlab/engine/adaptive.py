@@ -79,7 +79,7 @@ class AdaptiveCampaign(Campaign):
                     "adaptive": {"fixed_plan_faults": fixed_total, "populations": {p.name: p.size for p in pops}, "event": self.event},
                     "confidence": self.confidence, "by": self.by, "site": self.site_kind, "event": self.event, "seed": self.seed,
                     **self.common_settings()}
-        worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance)
+        worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance, self.engine_options)
         new = 0
         with CampaignStore(self.out) as store:
             resumed = store.init_campaign(self.identity(x, y), settings)

@@ -103,6 +103,7 @@ class Campaign:
         chunk_size: int = 64,
         model_id: str = "<memory>",
         settings: dict | None = None,
+        engine_options: dict | None = None,
     ) -> None:
         self.target = target
         self.data = data
@@ -117,6 +118,7 @@ class Campaign:
         self.chunk_size = chunk_size
         self.model_id = model_id
         self.extra_settings = settings or {}
+        self.engine_options = engine_options or {}
 
     @property
     def criterion(self) -> str:
@@ -206,7 +208,7 @@ class Campaign:
             done = store.done_ids()
             pending = [f for f in self.faults if f.id not in done]
             total, finished = len(self.faults), len(self.faults) - len(pending)
-            worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance)
+            worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance, self.engine_options)
             new = execute(store, pending, worker, self.executor, chunk_size=self.chunk_size, progress=progress, done=finished, total=total)
             df = store.results_frame()
             cc = store.get_meta("clean_correct")

@@ -37,7 +37,7 @@ from ..outcomes import FaultResult, aggregate, classify, pair_stats
 from ..targets.base import Target
 from ._base import Engine, EvalSet
 from .exact import ExactEngine
-from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, gather_rows, rows_equal
+from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
 
 log = logging.getLogger("faultlab")
 
@@ -92,8 +92,10 @@ class FastEngine(Engine):
         return ExactEngine(batch_size=self.batch_size, k=self.k, tolerance=self.tolerance)
 
     def _trace(self, target: Target) -> TracedModel | None:
+        from ..targets.torch import TorchTarget
+
         model = getattr(target, "model", None)
-        if not isinstance(model, nn.Module):
+        if not isinstance(target, TorchTarget) or not isinstance(model, nn.Module):
             log.info("fast engine: %s targets are run by the exact engine", getattr(target, "framework", "?"))
             return None
         hit = self._traced.get(id(target))
@@ -187,7 +189,9 @@ class FastEngine(Engine):
         nb = max(1, min(self.batch_size, n, cache_budget // max(tm.cache_row_bytes(), 1)))
         if nb < MIN_ROWS:
             nb = min(MIN_ROWS, n, self.batch_size)
-        rows_max = max(2 * MIN_ROWS, (self.max_memory - nb * tm.cache_row_bytes()) // tm.replay_row_bytes())
+        raw = (self.max_memory - nb * tm.cache_row_bytes()) // tm.replay_row_bytes()
+        step = MIN_ROWS if raw <= 1024 else 4 * MIN_ROWS
+        rows_max = max(MIN_ROWS, raw // step * step) - 1  # plus one control row: a full bucket
         log.debug("fast engine: %d inputs per cached block, %d rows per replay pass", nb, rows_max)
         # blocks never straddle the golden batches (kernels may depend on the batch size)
         blocks = [(s, min(s + nb, b + self.batch_size, n)) for b in range(0, n, self.batch_size) for s in range(b, min(b + self.batch_size, n), nb)]
@@ -212,7 +216,8 @@ class FastEngine(Engine):
             del cache
         for job in jobs:
             if job.pos not in redo:
-                self.stats[job.mode] += 1
+                stacked = job.mode == "stacked" and self._stacked_ok.get((id(tm), job.node.name), False)
+                self.stats["node" if job.mode == "stacked" and not stacked else job.mode] += 1
         self.stats["redone"] = len(redo)
         keep_jobs = [j for j in jobs if j.pos not in redo]
         slow.extend(faults[p] for p in sorted(redo))
@@ -244,12 +249,15 @@ class FastEngine(Engine):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(pf).astype(np.int64), np.concatenate(pi).astype(np.int64)
 
-    def _pass(self, target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, stats_all, owners_all) -> bool:
+    def _pass(
+        self, target: Target, tm: TracedModel, data: EvalSet, cache: dict, s: int, node: Any, mode: str, pname: str,
+        faults: Sequence[Fault], cf: np.ndarray, ci: np.ndarray, codes_all: list, stats_all: list, owners_all: list,
+    ) -> bool:
         """One batched replay of pairs (cf, ci); returns False when the control rows disagree."""
         dev = data.golden.device
         r = len(cf)
         nb = int(cache[tm.input].shape[0])
-        n_ctrl = max(1, MIN_ROWS - r)
+        n_ctrl = bucket(r + 1) - r
         # pinned clean control rows: they must come out bit-identical to the golden outputs
         all_inp = torch.cat([torch.as_tensor(ci, device=dev), torch.arange(n_ctrl, device=dev) % nb])
         inp = all_inp[:r]

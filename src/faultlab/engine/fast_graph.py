@@ -22,6 +22,23 @@ MIN_ROWS = 64
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ipow}
 
 
+_MASKING_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Threshold, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Hardsigmoid, nn.Hardswish,
+)
+_MASKING_NAMES = {"relu", "relu6", "hardtanh", "threshold", "clamp", "clip", "max_pool1d", "max_pool2d", "max_pool3d",
+                  "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "maximum", "minimum", "max", "min"}
+
+
+def bucket(n: int) -> int:
+    """The pass size for ``n`` rows: a multiple of 64 (of 256 past 1024), at least :data:`MIN_ROWS`.
+
+    Few distinct batch shapes mean few kernel set-ups (oneDNN builds one per shape).
+    """
+    step = MIN_ROWS if n <= 1024 else 4 * MIN_ROWS
+    return max(MIN_ROWS, -(-n // step) * step)
+
+
 class UnsupportedModel(Exception):
     """The model cannot be replayed node by node (the engine falls back to exact mode)."""
 
@@ -86,7 +103,7 @@ def rows_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per row: are ``a`` and ``b`` bit-identical (the outcome's definition of masked)?"""
     ai = as_int_view(a.contiguous()).reshape(a.shape[0], -1)
     bi = as_int_view(b.contiguous()).reshape(b.shape[0], -1)
-    return (ai == bi).all(dim=1)
+    return ~torch.ne(ai, bi).any(dim=1)
 
 
 @dataclass
@@ -158,6 +175,17 @@ class TracedModel:
             name = getattr(n.target, "__name__", "")
             return n.target in _INPLACE_FUNCTIONS or bool(n.kwargs.get("inplace")) or (name.endswith("_") and not name.startswith("_"))
         return False
+
+    def _can_mask(self, n: Any) -> bool:
+        """Can this node turn a faulty row back into the clean one (ReLU, max-pooling, clamping)?
+
+        Only such nodes are checked for early exit: a difference absorbed elsewhere (rounding
+        in a sum) is caught at the next one, and checking costs a pass over the values.
+        """
+        if n.op == "call_module":
+            return isinstance(self.modules.get(str(n.target)), _MASKING_MODULES)
+        name = str(n.target) if n.op == "call_method" else getattr(n.target, "__name__", "")
+        return name.rstrip("_") in _MASKING_NAMES
 
     def call(self, n: Any, lookup: Callable[[Any], Any]) -> Any:
         """Run node ``n`` on the values ``lookup`` gives for its inputs (never mutating them)."""
@@ -260,7 +288,7 @@ class TracedModel:
             alive = {a for a in alive if last[a] > i}
             if last[n] > i:
                 alive.add(n)
-            check.append(can_exit and alive == {n} and n not in self.meta)
+            check.append(can_exit and alive == {n} and n not in self.meta and self._can_mask(n))
         plan = (steps, last, [check_start] + check, can_exit)
         self._plans[start] = plan
         return plan
@@ -311,9 +339,11 @@ class TracedModel:
             finished[ids[same]] = True
             keep = ~same | cur_pin
             n_keep = int(keep.sum())
-            if n_keep < MIN_ROWS and n_keep < len(keep):
-                # keep finished rows as padding (and controls): tiny batches would round differently
-                spare = torch.nonzero(~keep).squeeze(1)[: MIN_ROWS - n_keep]
+            target = min(bucket(n_keep), len(keep))
+            if n_keep < target:
+                # keep finished rows as padding (and controls): tiny batches would round
+                # differently, and a few batch shapes keep kernel set-ups cached
+                spare = torch.nonzero(~keep).squeeze(1)[: target - n_keep]
                 keep[spare] = True
                 cur_pin = cur_pin.clone()
                 cur_pin[spare] = True
@@ -354,4 +384,4 @@ class TracedModel:
         return self.output_of(lookup)
 
 
-__all__ = ["TracedModel", "ReplayResult", "gather_rows", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
+__all__ = ["TracedModel", "ReplayResult", "gather_rows", "bucket", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
