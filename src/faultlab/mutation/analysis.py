@@ -1,0 +1,157 @@
+"""Read a logs directory back into per-mutant statistics, per-operator killability and scores.
+
+Works from the store alone -- no training function needed -- so ``faultlab mutate analyze``
+can re-decide with another metric, test or threshold without retraining.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import FaultlabError
+from .runner import metric_values, resolve_metric
+from .search import TRIVIAL_AT, killability_score, mutation_score, triviality_score, unpack_outcomes
+from .statistics import Comparison, KillTest, compare, kill_test, metric_direction
+from .store import MutantRecord, MutationStore
+
+
+@dataclass(frozen=True)
+class MutantAnalysis:
+    """One mutant (operator=value) with its statistics, failures and triviality."""
+
+    mutant: MutantRecord
+    comparison: Comparison
+    failed_original: int
+    failed_mutant: int
+    triviality: float  # NaN without per-input outcomes
+
+    @property
+    def operator(self) -> str:
+        return self.mutant.operator
+
+    @property
+    def value(self) -> Any:
+        return self.mutant.value
+
+    @property
+    def trivial(self) -> bool | None:
+        return None if math.isnan(self.triviality) else self.triviality >= TRIVIAL_AT
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything ``analyze`` reports for one model in a logs directory."""
+
+    model: str
+    metric: str
+    direction: str
+    test: str
+    mutants: list[MutantAnalysis]
+    killability: dict[str, float]
+    mutation_score: float  # of the test metric against the training metric (NaN if no training metric)
+    train_metric: str | None
+
+
+def _train_counterpart(metric: str) -> str | None:
+    return metric[4:] if metric.startswith("val_") else None
+
+
+def _paired_triviality(store: MutationStore, m: MutantRecord) -> float:
+    orig = {r.run: r.outcomes for r in store.runs(m.original_hash) if r.status == "ok" and r.outcomes}
+    mut = {r.run: r.outcomes for r in store.runs(m.config_hash) if r.status == "ok" and r.outcomes}
+    runs = sorted(set(orig) & set(mut))
+    if not runs:
+        return float("nan")
+    o = [unpack_outcomes(orig[i]) for i in runs]
+    mm = [unpack_outcomes(mut[i]) for i in runs]
+    return triviality_score(o, mm)
+
+
+def analyze(store: MutationStore, *, model: str | None = None, metric: str | None = None, direction: str | None = None,
+            test: str | KillTest = "glm", alpha: float = 0.05, min_effect: float = 0.5,
+            train_metric: str | None = None) -> Analysis:
+    """Decide every stored mutant of ``model`` (the only one in the store when None) on ``metric``."""
+    models = store.models()
+    if not models:
+        raise FaultlabError(f"{store.path}: no mutants stored yet; run 'faultlab mutate run' first")
+    if model is None:
+        if len(models) > 1:
+            raise FaultlabError(f"{store.path}: holds several models ({', '.join(models)}); pass --model NAME")
+        model = models[0]
+    elif model not in models:
+        raise FaultlabError(f"--model {model!r}: no mutants of it in {store.path}; stored: {', '.join(models)}")
+    if not 0 < alpha < 1:
+        raise FaultlabError(f"--alpha {alpha}: must be between 0 and 1")
+    mutants = store.mutants(model)
+    originals = sorted({m.original_hash for m in mutants})
+    metric = resolve_metric(store, originals, metric)
+    kt = kill_test(test) if isinstance(test, str) else test
+    dirn = metric_direction(metric, direction)
+    rows: list[MutantAnalysis] = []
+    for m in mutants:
+        o_runs, m_runs = store.runs(m.original_hash), store.runs(m.config_hash)
+        cmp = compare(metric_values(store, m.original_hash, metric), metric_values(store, m.config_hash, metric),
+                      test=kt, direction=dirn, alpha=alpha, min_effect=min_effect)
+        rows.append(MutantAnalysis(m, cmp, sum(r.status == "failed" for r in o_runs),
+                                   sum(r.status == "failed" for r in m_runs), _paired_triviality(store, m)))
+    by_op: dict[str, dict[Any, bool | None]] = {}
+    for r in rows:
+        by_op.setdefault(r.operator, {})[repr(r.value)] = r.comparison.killed
+    kill = {op: killability_score(v) for op, v in by_op.items()}
+    train = train_metric if train_metric is not None else _train_counterpart(metric)
+    score = float("nan")
+    if train is not None:
+        try:
+            train = resolve_metric(store, originals, train)
+        except FaultlabError:
+            if train_metric is not None:
+                raise
+            train = None
+        if train is not None:
+            tdir = metric_direction(train, direction)
+            train_kills: dict[str, dict[Any, bool | None]] = {}
+            for m in mutants:
+                c = compare(metric_values(store, m.original_hash, train), metric_values(store, m.config_hash, train),
+                            test=kt, direction=tdir, alpha=alpha, min_effect=min_effect)
+                train_kills.setdefault(m.operator, {})[repr(m.value)] = c.killed
+            score = mutation_score(by_op, train_kills)
+    return Analysis(model, metric, dirn, kt.name, rows, kill, score, train)
+
+
+def runs_table(store: MutationStore, analysis: Analysis) -> list[dict[str, Any]]:
+    """Rows ``operator,value,run,seed,metric`` for every stored run (original rows once, operator ``original``)."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def add(h: str, operator: str, value: Any) -> None:
+        for r in store.runs(h):
+            v = r.metrics.get(analysis.metric, float("nan")) if r.status == "ok" else float("nan")
+            out.append({"operator": operator, "value": value, "run": r.run, "seed": r.seed,
+                        "metric": "" if math.isnan(v) else repr(float(v))})
+
+    for m in analysis.mutants:
+        if m.mutant.original_hash not in seen:
+            seen.add(m.mutant.original_hash)
+            add(m.mutant.original_hash, "original", "")
+    for m in analysis.mutants:
+        add(m.mutant.config_hash, m.operator, format_value(m.value))
+    return out
+
+
+def format_value(v: Any) -> str:
+    return "None" if v is None else str(v)
+
+
+def metric_samples(store: MutationStore, analysis: Analysis) -> dict[str, dict[str, np.ndarray]]:
+    """Per operator: ``{"original": values, "<value>": values, ...}`` for box plots."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for m in analysis.mutants:
+        d = out.setdefault(m.operator, {"original": np.asarray(metric_values(store, m.mutant.original_hash, analysis.metric))})
+        d[format_value(m.value)] = np.asarray(metric_values(store, m.mutant.config_hash, analysis.metric))
+    return out
+
+
+__all__ = ["Analysis", "MutantAnalysis", "analyze", "runs_table", "metric_samples", "format_value"]

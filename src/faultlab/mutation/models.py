@@ -1,0 +1,202 @@
+"""Training functions as models: resolve ``module:function`` or a ``MODEL_TYPES`` name, hash, seed and call.
+
+A model is a Python function whose keyword arguments are the operators. It trains and
+returns ``(model, history)`` -- a Keras ``History`` or a dict of per-epoch lists -- or a
+dict of final metrics. :func:`final_metrics` turns any of those into one number per metric.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import logging
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ModelLoadError
+
+log = logging.getLogger("faultlab")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a training function lives: ``name`` in ``MODEL_TYPES`` of ``models_file``, or ``module:function``."""
+
+    name: str
+    models_file: str | None = None
+
+    def load(self) -> Callable[..., Any]:
+        """Import the function; raises :class:`ModelLoadError` naming the reference and the fix."""
+        return _load_cached(self.name, self.models_file)
+
+    @property
+    def label(self) -> str:
+        """Short name for reports and the store (``LSTM1``, ``pkg.mod:train``)."""
+        return self.name
+
+
+_CACHE: dict[tuple[str, str | None], Callable[..., Any]] = {}
+
+
+def _import_file(path: Path) -> Any:
+    if not path.exists():
+        raise ModelLoadError(f"--models-file {path}: no such file; pass a Python file defining MODEL_TYPES or the function")
+    mod_name = "faultlab_user_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"--models-file {path}: not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[mod_name]
+        raise ModelLoadError(f"--models-file {path}: importing it raised {type(e).__name__}: {e}") from e
+    return module
+
+
+def _load_cached(name: str, models_file: str | None) -> Callable[..., Any]:
+    key = (name, models_file)
+    if key in _CACHE:
+        return _CACHE[key]
+    if models_file is not None:
+        module = _import_file(Path(models_file))
+        registry = getattr(module, "MODEL_TYPES", None)
+        if isinstance(registry, dict) and name in registry:
+            fn = registry[name]
+        elif hasattr(module, name) and callable(getattr(module, name)):
+            fn = getattr(module, name)
+        else:
+            known = sorted(registry) if isinstance(registry, dict) else []
+            raise ModelLoadError(
+                f"--model {name!r}: not in MODEL_TYPES of {models_file} (known: {', '.join(known) or 'none'}); "
+                "pass one of those names or add it to MODEL_TYPES"
+            )
+    else:
+        if ":" not in name:
+            raise ModelLoadError(
+                f"--model {name!r}: expected 'module:function' (e.g. examples.lstm_price:LSTM1) or a name with --models-file FILE"
+            )
+        mod_name, _, attr = name.partition(":")
+        target = Path(mod_name)
+        try:
+            module = _import_file(target) if mod_name.endswith(".py") else importlib.import_module(mod_name)
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(f"--model {name!r}: cannot import module {mod_name!r} ({type(e).__name__}: {e}); check the name and PYTHONPATH") from e
+        registry = getattr(module, "MODEL_TYPES", {})
+        fn = getattr(module, attr, None) or (registry.get(attr) if isinstance(registry, dict) else None)
+        if fn is None:
+            raise ModelLoadError(f"--model {name!r}: module {mod_name!r} has no function {attr!r}")
+    if not callable(fn):
+        raise ModelLoadError(f"--model {name!r}: {fn!r} is not callable; MODEL_TYPES values must be training functions")
+    _CACHE[key] = fn
+    return fn
+
+
+def source_hash(fn: Callable[..., Any]) -> str:
+    """SHA-256 (16 hex digits) of the function's source, so editing the function starts fresh results."""
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        src = getattr(fn, "__qualname__", repr(fn))
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def _keras_use(fn: Callable[..., Any]) -> str:
+    """``"builds"`` if the function's file mentions Keras, ``"loaded"`` if Keras is merely imported, else ``""``."""
+    try:
+        path = inspect.getsourcefile(fn)
+        if path is not None and "keras" in Path(path).read_text(errors="replace"):
+            return "builds"
+    except (OSError, TypeError):
+        pass
+    return "loaded" if "keras" in sys.modules else ""
+
+
+def seed_everything(seed: int, *, keras: bool | str) -> None:
+    """Seed Python, NumPy and torch, and Keras when the function uses it, so a run is repeatable.
+
+    ``keras="builds"`` also clears the Keras session first (fresh layer names, no state from the
+    previous run); that costs a garbage collection, so it is skipped for functions that do not
+    build Keras models.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if keras:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import keras as _keras
+
+        if keras == "builds":
+            _keras.backend.clear_session()
+        _keras.utils.set_random_seed(seed)
+
+
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes keyword ``name`` (or ``**kwargs``)."""
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def call_seeded(fn: Callable[..., Any], kwargs: dict[str, Any], seed: int) -> Any:
+    """Seed everything, then call ``fn(**kwargs)`` (adding ``seed=`` when the function takes it)."""
+    seed_everything(seed, keras=_keras_use(fn))
+    call = dict(kwargs)
+    if "seed" in inspect.signature(fn).parameters and "seed" not in call:
+        call["seed"] = seed
+    return fn(**call)
+
+
+def final_metrics(result: Any) -> dict[str, float]:
+    """Last-epoch value of every numeric metric in what a training function returned."""
+    history: Any = result
+    if isinstance(result, tuple) and len(result) == 2:
+        history = result[1]
+    if hasattr(history, "history") and isinstance(history.history, dict):  # keras History
+        history = history.history
+    if not isinstance(history, dict):
+        raise TypeError(
+            f"the training function returned {type(result).__name__}; expected (model, history) with a Keras History "
+            "or a dict of per-epoch lists, or a dict of final metrics"
+        )
+    out: dict[str, float] = {}
+    for key, value in history.items():
+        if isinstance(value, (list, tuple, np.ndarray)):
+            if len(value) == 0:
+                continue
+            value = value[-1]
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            continue
+        out[str(key)] = f if math.isfinite(f) else float("nan")
+    return out
+
+
+def trained_model(result: Any) -> Any:
+    """The model from a ``(model, history)`` result, else None."""
+    if isinstance(result, tuple) and len(result) == 2:
+        return result[0]
+    return None
+
+
+__all__ = ["ModelRef", "source_hash", "seed_everything", "call_seeded", "final_metrics", "trained_model", "accepts"]

@@ -1,0 +1,95 @@
+"""``faultlab mutate run`` / ``analyze``: reports with the documented columns, one-line errors with exit status 2."""
+from __future__ import annotations
+
+import base64
+import csv
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import EXAMPLES, TOY_FILE
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "faultlab.cli", "mutate", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def _one_line_error(res: subprocess.CompletedProcess, pattern: str) -> None:
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_run_and_analyze_reports(tmp_path):
+    logs = tmp_path / "logs"
+    res = _cli("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "shift", "--operator", "activation",
+               "--runs", "4", "--logs-dir", str(logs))
+    assert res.returncode == 0, res.stderr
+    assert "killed" in res.stdout and "killability" in res.stdout
+    out_csv, runs_csv, html = tmp_path / "r.csv", tmp_path / "runs.csv", tmp_path / "r.html"
+    res = _cli("analyze", str(logs), "--csv", str(out_csv), "--runs-csv", str(runs_csv), "--html", str(html))
+    assert res.returncode == 0, res.stderr
+    with out_csv.open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["operator", "value", "runs_original", "runs_mutant", "mean_original", "mean_mutant",
+                                 "std_original", "std_mutant", "p_value", "effect_size", "power", "killed"]
+    ops = {r["operator"] for r in rows}
+    assert ops == {"shift", "activation"}
+    failed = [r for r in rows if r["value"] == "exponential"][0]  # every run of this mutant crashes
+    assert failed["runs_mutant"] == "0" and failed["killed"] == ""
+    decided = [r for r in rows if r["killed"]]
+    assert {r["killed"] for r in decided} <= {"True", "False"} and "True" in {r["killed"] for r in decided}
+    for r in decided:
+        p = float(r["p_value"])
+        assert 0 <= p <= 1 and (p == 0 or len(r["p_value"].split("e")[0].replace(".", "")) > 4)  # not rounded to 3 places
+    with runs_csv.open() as f:
+        reader = csv.DictReader(f)
+        runs = list(reader)
+    assert reader.fieldnames == ["operator", "value", "run", "seed", "metric"]
+    assert sum(r["operator"] == "original" for r in runs) == 4
+    assert all(r["run"] == r["seed"] for r in runs)  # seed = base seed 0 + run
+    page = html.read_text()
+    imgs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert len(imgs) == 2 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
+    assert "src='http" not in page and 'src="http' not in page  # self-contained
+
+
+def test_bad_input_one_line_exit_2(tmp_path):
+    logs = str(tmp_path / "logs")
+    _one_line_error(_cli("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "shfit", "--runs", "2",
+                         "--logs-dir", logs), r"unknown operator")
+    _one_line_error(_cli("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "shift", "--value", "99",
+                         "--runs", "2", "--logs-dir", logs), r"outside its domain")
+    _one_line_error(_cli("run", "--models-file", TOY_FILE, "--model", "broken", "--operator", "width", "--runs", "2",
+                         "--logs-dir", logs), r"original configuration failed in all 2 .*always fails")
+    _one_line_error(_cli("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "use_bias", "--runs", "2",
+                         "--metric", "val_f1", "--logs-dir", logs), r"--metric 'val_f1': not in the training history")
+    _one_line_error(_cli("analyze", str(tmp_path / "empty")), r"no mutation.sqlite")
+
+
+@pytest.mark.slow
+def test_small_sweep_of_a_shipped_example(tmp_path):
+    """Two operators, three runs, one epoch, on the PyTorch example (data operators included)."""
+    logs = tmp_path / "logs"
+    res = _cli("run", "--models-file", str(EXAMPLES / "torch_mlp_digits.py"), "--model", "MLP", "--operator", "use_bias",
+               "--operator", "disable_batching", "--runs", "3", "--set", "epochs=1", "--metric", "test_accuracy",
+               "--logs-dir", str(logs))
+    assert res.returncode == 0, res.stderr
+    assert "18 runs stored" not in res.stdout and "9 runs stored" in res.stdout
+    res = _cli("analyze", str(logs), "--metric", "test_accuracy", "--csv", str(tmp_path / "r.csv"))
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert [(r["operator"], r["runs_mutant"]) for r in rows] == [("use_bias", "3"), ("disable_batching", "3")]
+    assert all(math.isfinite(float(r["mean_mutant"])) for r in rows)
+    from faultlab.mutation import MutationStore, analyze
+
+    with MutationStore.open_existing(logs) as store:  # per-input outcomes were stored, so triviality is known
+        result = analyze(store, metric="test_accuracy")
+    assert all(0.0 <= m.triviality <= 1.0 for m in result.mutants)

@@ -1,0 +1,203 @@
+"""Seeded runs, reuse of original runs, failed runs, process workers and resume after kill -9."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from faultlab.errors import FaultlabError
+from faultlab.executors import ProcessExecutor
+from faultlab.mutation import ModelRef, MutationStore, MutationSweep, analyze
+from faultlab.mutation.sweeps import run_sweep, sweep_configs
+
+from .conftest import TOY_FILE
+
+TOY = ModelRef(name="toy", models_file=TOY_FILE)
+
+
+def _calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def _metrics(store: MutationStore, h: str) -> list[tuple[int, int, float]]:
+    return [(r.run, r.seed, r.metrics["val_accuracy"]) for r in store.runs(h) if r.status == "ok"]
+
+
+def test_seeded_runs_repeat_and_originals_are_shared(tmp_path, toy_env):
+    store = MutationStore(path=tmp_path / "a")
+    sweep = MutationSweep(model=TOY, store=store, runs=4)
+    run_sweep(sweep, sweep_configs(sweep, ["shift"], [0.05]))
+    assert len(_calls(toy_env)) == 8  # 4 original + 4 mutant
+    first = _metrics(store, sweep.original_hash)
+    assert [s for _, s, _ in first] == [0, 1, 2, 3]
+    assert len({v for *_, v in first}) == 4  # different seeds, different noise
+    # another operator in a new sweep object: the original is not retrained
+    sweep2 = MutationSweep(model=TOY, store=store, runs=4)
+    assert sweep2.original_hash == sweep.original_hash
+    run_sweep(sweep2, sweep_configs(sweep2, ["use_bias"]))
+    assert len(_calls(toy_env)) == 12
+    # same seeds elsewhere give the same numbers (Python/NumPy/torch seeded before each run)
+    other = MutationStore(path=tmp_path / "b")
+    run_sweep(MutationSweep(model=TOY, store=other, runs=4), [])
+    assert _metrics(other, sweep.original_hash) == first
+    store.close()
+    other.close()
+
+
+def test_seed_is_passed_when_accepted(tmp_path):
+    with MutationStore(path=tmp_path) as store:
+        sweep = MutationSweep(model=ModelRef(name="toy_seeded", models_file=TOY_FILE), store=store, runs=3, base_seed=10)
+        run_sweep(sweep, [])
+        assert [r.metrics["seed_seen"] for r in store.runs(sweep.original_hash)] == [10, 11, 12]
+
+
+def test_crashing_mutant_runs_are_failed_but_the_sweep_goes_on(tmp_path, toy_env):
+    with MutationStore(path=tmp_path) as store:
+        sweep = MutationSweep(model=TOY, store=store, runs=3)
+        run_sweep(sweep, [("activation", "exponential"), ("activation", "tanh"), ("crash", True)])
+        crashed = sweep.mutant("activation", "exponential")
+        runs = store.runs(crashed)
+        assert [r.status for r in runs] == ["failed"] * 3 and "diverged" in runs[0].error
+        result = analyze(store, metric="val_accuracy")
+        by = {(m.operator, m.value): m for m in result.mutants}
+        assert by[("activation", "exponential")].comparison.killed is None
+        assert by[("activation", "exponential")].failed_mutant == 3
+        assert by[("activation", "tanh")].comparison.runs_mutant == 3  # the later mutant still trained
+        # rerunning does not retry or duplicate failed runs
+        n = len(_calls(toy_env))
+        run_sweep(sweep, [("activation", "exponential")])
+        assert len(_calls(toy_env)) == n
+
+
+def test_bad_inputs_raise_one_line_errors(tmp_path):
+    with MutationStore(path=tmp_path) as store:
+        sweep = MutationSweep(model=TOY, store=store, runs=2)
+        with pytest.raises(FaultlabError, match="unknown operator"):
+            sweep_configs(sweep, ["nope"])
+        with pytest.raises(FaultlabError, match="outside its domain"):
+            sweep_configs(sweep, ["width"], [-3])
+        with pytest.raises(FaultlabError, match="no keyword argument"):
+            MutationSweep(model=TOY, store=store, runs=2, fixed={"epochz": 1})
+        run_sweep(sweep, sweep_configs(sweep, ["shift"], [0.1]))
+        with pytest.raises(FaultlabError, match="not in the training history") as e:
+            analyze(store, metric="val_auc")
+        assert "\n" not in str(e.value)
+    with MutationStore(path=tmp_path / "broken") as store:
+        sweep = MutationSweep(model=ModelRef(name="broken", models_file=TOY_FILE), store=store, runs=2)
+        with pytest.raises(FaultlabError, match="original configuration failed in all 2") as e:
+            run_sweep(sweep, sweep_configs(sweep, ["width"], [4]))
+        assert "\n" not in str(e.value)
+        assert [r.status for r in store.runs(sweep.original_hash)] == ["failed", "failed"]  # recorded
+        assert store.runs(sweep.mutant("width", 4)) == []  # no mutant trained against a broken original
+        with pytest.raises(FaultlabError, match="original configuration failed"):
+            analyze(store)
+    with pytest.raises(FaultlabError, match="not in MODEL_TYPES"):
+        ModelRef(name="LSTM9", models_file=TOY_FILE).load()
+
+
+@pytest.mark.slow
+def test_process_workers_give_the_same_runs(tmp_path):
+    with MutationStore(path=tmp_path / "one") as a, MutationStore(path=tmp_path / "two") as b:
+        s1 = MutationSweep(model=TOY, store=a, runs=3)
+        run_sweep(s1, [("shift", 0.02), ("activation", "exponential")])
+        s2 = MutationSweep(model=TOY, store=b, runs=3, executor=ProcessExecutor(workers=2))
+        run_sweep(s2, [("shift", 0.02), ("activation", "exponential")])
+        for h in (s1.original_hash, s1.mutant("shift", 0.02)):
+            assert _metrics(a, h) == _metrics(b, h)
+        assert [r.status for r in b.runs(s2.mutant("activation", "exponential"))] == ["failed"] * 3
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path):
+    logs = tmp_path / "logs"
+    calls = tmp_path / "calls.log"
+    cmd = [sys.executable, "-m", "faultlab.cli", "mutate", "run", "--models-file", TOY_FILE, "--model", "toy",
+           "--operator", "shift", "--value", "0.01", "--value", "0.05", "--runs", "6", "--set", "sleep=0.15",
+           "--logs-dir", str(logs)]
+    env = {**os.environ, "FAULTLAB_TOY_LOG": str(calls)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = logs / "mutation.sqlite"
+    deadline = time.time() + 120
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as con:
+                    stored = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            except sqlite3.Error:
+                stored = 0
+            if stored >= 5:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed; make the toy slower"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as con:
+        before = dict(((h, r), m) for h, r, m in con.execute("SELECT config_hash, run, metrics_json FROM runs"))
+    assert 5 <= len(before) < 18
+    calls_before = len(calls.read_text().splitlines())
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT config_hash, run, metrics_json FROM runs").fetchall()
+        distinct = con.execute("SELECT COUNT(DISTINCT config_hash || ':' || run) FROM runs").fetchone()[0]
+    assert len(rows) == distinct == 18  # 3 configurations x 6 runs, none twice
+    after = {(h, r): m for h, r, m in rows}
+    assert all(after[k] == v for k, v in before.items())  # stored runs untouched
+    assert len(calls.read_text().splitlines()) - calls_before == 18 - len(before)  # only the missing runs retrained
+
+
+def test_adaptive_runs_stop_early_and_report_savings(tmp_path, toy_env):
+    from faultlab.mutation import adaptive_summary, run_adaptive
+    from faultlab.mutation.statistics import GLMTest
+
+    with MutationStore(path=tmp_path) as store:
+        sweep = MutationSweep(model=TOY, store=store, runs=20)
+        outcomes = run_adaptive(sweep, [("shift", 0.2), ("noise", 0.9)], metric="val_accuracy", test=GLMTest(), round_size=5)
+        by = {o.operator: o for o in outcomes}
+        assert by["shift"].comparison.killed is True and by["shift"].saved_runs == 15  # decided at the first look
+        assert by["noise"].comparison.killed is False
+        summary = adaptive_summary(sweep, outcomes)
+        trained = len(_calls(toy_env))
+        assert summary.trained == trained and summary.saved == 60 - trained > 0
+        # the decision used only runs below the look: no mutant has more stored runs than it was charged for
+        assert len(store.runs(sweep.mutant("shift", 0.2))) == 5
+
+
+def test_threshold_search_on_stored_runs_reuses_points(tmp_path, toy_env):
+    from faultlab.mutation import search_threshold
+    from faultlab.mutation.statistics import GLMTest
+
+    with MutationStore(path=tmp_path) as store:
+        sweep = MutationSweep(model=TOY, store=store, runs=4)
+        res = search_threshold(sweep, "shift", metric="val_accuracy", test=GLMTest(), precision=0.01)
+        assert res.killable and 0 < res.threshold <= 0.1  # noise SD is 0.01: a shift of a few hundredths kills
+        n = len(_calls(toy_env))
+        assert n == 4 * (1 + len(res.evaluated))
+        again = search_threshold(sweep, "shift", metric="val_accuracy", test=GLMTest(), precision=0.01)
+        assert again.threshold == res.threshold and len(_calls(toy_env)) == n  # nothing retrained
+        with pytest.raises(FaultlabError, match="not numeric"):
+            search_threshold(sweep, "activation", metric="val_accuracy", test=GLMTest())
+
+
+def test_model_references_and_executor_choice(tmp_path):
+    from faultlab.cli.mutate import _executor
+    from faultlab.executors import InProcessExecutor
+
+    fn = ModelRef(name=f"{TOY_FILE}:toy").load()  # file.py:function, no MODEL_TYPES lookup needed
+    assert fn.__name__ == "toy"
+    assert ModelRef(name="toy", models_file=TOY_FILE).load() is fn
+    with pytest.raises(FaultlabError, match="module:function"):
+        ModelRef(name="toy").load()
+    with pytest.raises(FaultlabError, match="cannot import module"):
+        ModelRef(name="no_such_module_xyz:f").load()
+    assert isinstance(_executor("local", 1), InProcessExecutor)
+    assert isinstance(_executor("local", 2), ProcessExecutor)
+    with pytest.raises(FaultlabError, match="only 'local'"):
+        _executor("ray", 2)

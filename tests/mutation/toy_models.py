@@ -1,0 +1,44 @@
+"""Fast stand-ins for training functions: a metric that depends on the arguments plus seeded NumPy noise.
+
+They use the *global* NumPy generator on purpose, so the tests see whether faultlab seeds it.
+``FAULTLAB_TOY_LOG`` (a path) gets one line per call, so tests can count trainings.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+def _log(tag: str) -> None:
+    path = os.environ.get("FAULTLAB_TOY_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(tag + "\n")
+
+
+def toy(shift=0.0, noise=1.0, width=4, activation="relu", use_bias=True, crash=False, sleep=0.0):
+    """'Accuracy' 0.9 - shift (+ a drop for odd activations) with N(0, 0.01 * noise) noise."""
+    _log(f"toy shift={shift} activation={activation} use_bias={use_bias}")
+    if crash:
+        raise RuntimeError("boom: crash requested")
+    if activation == "exponential":
+        raise FloatingPointError("diverged with exponential activation")
+    time.sleep(sleep)
+    drop = {"relu": 0.0, "tanh": 0.001}.get(activation, 0.05)
+    acc = 0.9 - shift - drop - (0.0 if use_bias else 0.02) + np.random.normal(0, 0.01 * noise)
+    loss = 1 - acc + np.random.normal(0, 0.001)
+    return None, {"accuracy": [0.5, acc + 0.01], "val_accuracy": [0.4, acc], "loss": [1.0, loss]}
+
+
+def toy_seeded(rate=0.1, seed=None):
+    """Returns the seed it was given, to check that faultlab passes ``seed=``."""
+    return {"val_accuracy": 0.5 + rate, "seed_seen": -1 if seed is None else seed}
+
+
+def broken(width=3):
+    raise ValueError("this training function always fails")
+
+
+MODEL_TYPES = {"toy": toy, "toy_seeded": toy_seeded, "broken": broken}
