@@ -196,7 +196,7 @@ def run(
     weights: Optional[Path] = WeightsOpt,
     batch_size: int = typer.Option(512, "--batch-size", "-b", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed for config expansion (which inputs, elements, bits)."),
-    engine: str = typer.Option("exact", "--engine", help="exact (reference) or fast."),
+    engine: str = typer.Option("fast", "--engine", help="fast (default; same outcomes, falls back to exact where it must) or exact (the reference)."),
     max_memory: str = typer.Option("1GiB", "--max-memory", help="Fast engine: memory for cached activations and batches (e.g. 512MiB, 4GiB)."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Regression models: relative error tolerated before an output counts as SDC."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N inputs."),
@@ -299,7 +299,7 @@ def demo(
     out: Path = typer.Option(Path("faultlab-demo"), "--out", "-o", help="Where the demo writes its campaign."),
     n_faults: int = typer.Option(1000, "--n", help="Faults per site kind (weight and activation)."),
     seed: int = typer.Option(0, "--seed"),
-    engine: str = typer.Option("exact", "--engine", help="exact or fast."),
+    engine: str = typer.Option("fast", "--engine", help="fast (default) or exact (the reference)."),
 ) -> None:
     """Train a small CNN on the bundled digits (cached), run weight and activation bit-flip campaigns, report.
 

@@ -12,15 +12,13 @@ from ._common import console, progress_bar
 app = typer.Typer(help="Mutation testing of training (DeepCrime-style).", no_args_is_help=True)
 
 
-def _executor(name: str, workers: int):
+def _executor(name: str, workers: int, address: str | None = None, gpus_per_worker: float = 0.0):
     from ..errors import FaultlabError
-    from ..executors import make_local_executor
+    from ..executors import make_executor
 
-    if name != "local":
-        raise FaultlabError(f"--executor {name!r}: only 'local' is available; use --executor local (with --workers N)")
     if workers < 1:
         raise FaultlabError(f"--workers {workers}: must be at least 1")
-    return make_local_executor(workers)
+    return make_executor(name, workers=workers, address=address, gpus_per_worker=gpus_per_worker)
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -76,8 +74,10 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Run i trains with seed SEED+i, for original and mutants alike."),
     set_: list[str] = typer.Option([], "--set", help="Fix a keyword argument for every configuration, e.g. --set epochs=1."),
     domains: Optional[Path] = typer.Option(None, "--domains", help="YAML overriding operator domains."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (1: train in this process)."),
-    executor: str = typer.Option("local", "--executor", help="Where runs train: local."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (1: train in this process), or Ray actors with --executor ray."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) or ray (pip install 'faultlab[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray head HOST:PORT to join (default: start Ray here)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs each Ray worker reserves."),
     search: bool = typer.Option(False, "--search", help="Binary-search the kill threshold of numeric operators."),
     precision: Optional[float] = typer.Option(None, "--precision", help="Precision of --search (default: range/64, 1 for integers)."),
     adaptive: bool = typer.Option(False, "--adaptive", help="Add runs in rounds; stop a mutant once a sequential test decides."),
@@ -113,7 +113,7 @@ def run(
     if not operator and not all_operators:
         raise FaultlabError("no operator chosen: pass --operator NAME (repeatable) or --all-operators")
     store = MutationStore(path=logs_dir)
-    with _executor(executor, workers) as ex:
+    with _executor(executor, workers, address, gpus_per_worker) as ex:
         sweep = MutationSweep(model=ref, store=store, executor=ex, runs=runs, base_seed=seed, fixed=_parse_set(set_),
                               domains=load_domain_overrides(domains))
         ops = list(sweep.catalogue.operators) if all_operators else list(dict.fromkeys(operator))
