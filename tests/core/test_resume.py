@@ -39,7 +39,7 @@ def test_kill9_and_resume_equals_uninterrupted(tmp_path):
 
     def cmd(out: Path) -> list[str]:
         return [sys.executable, "-m", "faultlab", "run", "--model", "faultlab.models:digits_cnn", "--weights", str(weights),
-                "--data", "digits", "--limit", "100", "--faults", str(fl), "--out", str(out)]
+                "--data", "digits", "--limit", "100", "--engine", "exact", "--faults", str(fl), "--out", str(out)]
 
     killed = tmp_path / "killed"
     db = killed / "campaign.sqlite"
