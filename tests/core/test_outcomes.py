@@ -1,0 +1,113 @@
+"""Outcome classification against an independent numpy computation; regression tolerance end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from faultlab.cli import main
+from faultlab.outcomes import DUE, MASKED, NON_CRITICAL, SDC1, SDC5, classify
+
+
+def reference(golden: np.ndarray, faulty: np.ndarray, k: int = 5, tol: float | None = None) -> np.ndarray:
+    out = []
+    kk = min(k, golden.shape[1])
+    for g, f in zip(golden, faulty):
+        if g.tobytes() == f.tobytes():
+            out.append(MASKED)
+        elif not np.isfinite(f).all():
+            out.append(DUE)
+        elif tol is not None or golden.shape[1] == 1:
+            t = 0.0 if tol is None else tol
+            out.append(NON_CRITICAL if np.abs(f.astype(np.float64) - g).max() <= t * np.abs(g.astype(np.float64)).max() else SDC1)
+        elif np.argmax(f) == np.argmax(g):
+            out.append(NON_CRITICAL)
+        else:
+            top = np.argsort(-f, kind="stable")[:kk]
+            out.append(SDC1 if np.argmax(g) in top else SDC5)
+    return np.array(out, np.uint8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_classify_matches_reference(n_classes, n_rows, seed):
+    rng = np.random.default_rng(seed)
+    g = rng.normal(size=(n_rows, n_classes)).astype(np.float32)
+    f = g.copy()
+    kind = rng.integers(0, 4, size=n_rows)
+    for i, c in enumerate(kind):
+        if c == 1:
+            f[i, rng.integers(n_classes)] += np.float32(rng.normal() * 0.01)
+        elif c == 2:
+            f[i] = rng.permutation(f[i])
+        elif c == 3:
+            f[i, rng.integers(n_classes)] = np.inf if rng.random() < 0.5 else np.nan
+    got = classify(torch.from_numpy(g), torch.from_numpy(f)).numpy()
+    np.testing.assert_array_equal(got, reference(g, f))
+
+
+def test_fewer_than_five_classes_use_top_k_of_all_classes():
+    g = torch.tensor([[3.0, 2.0, 1.0]])
+    f = torch.tensor([[1.0, 3.0, 2.0]])  # golden top-1 is now last of 3: in the top-3, so SDC-1 not SDC-5
+    assert classify(g, f).tolist() == [SDC1]
+    g4 = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0]])
+    f4 = torch.tensor([[0.0, 3.0, 2.0, 1.0, 0.5, 4.0]])  # golden top-1 at rank 6 of 6: outside the top-5
+    assert classify(g4, f4).tolist() == [SDC5]
+
+
+def test_regression_tolerance():
+    g = torch.tensor([[100.0], [100.0], [100.0], [0.0]])
+    f = torch.tensor([[100.0], [100.5], [103.0], [0.0]])
+    assert classify(g, f, tolerance=0.01).tolist() == [MASKED, NON_CRITICAL, SDC1, MASKED]
+    assert classify(g, f).tolist() == [MASKED, SDC1, SDC1, MASKED]  # no tolerance: any change is an SDC
+
+
+class Forecaster(torch.nn.Module):
+    """A one-output regression model, like a price forecaster."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = torch.nn.Linear(4, 8)
+        self.fc2 = torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x))) + 50.0
+
+
+def forecaster() -> Forecaster:
+    return Forecaster()
+
+
+def test_regression_campaign_through_cli(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y = rng.normal(size=40).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "f.csv").write_text('Injection,Layer,TensorIndex,Bit\n0,fc2,"(0, 3)",30\n1,fc2,"(0, 3)",2\n2,fc1,"(1, 1)",20\n')
+    model_ref = f"{__file__}:forecaster"
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--model", model_ref, "--data", str(tmp_path / "d.npz"), "--faults", str(tmp_path / "f.csv"),
+              "--out", str(tmp_path / "o"), "--tolerance", "0.001", "--engine", "exact"])
+    assert e.value.code in (0, None), capsys.readouterr().err
+    rep = pd.read_csv(tmp_path / "o" / "report.csv")
+    assert (rep["criterion"] == "relative error <= 0.001").all()
+    # independent: copy-flip-forward and the relative-error rule
+    import copy
+
+    base = forecaster().eval()
+    with torch.no_grad():
+        golden = base(torch.tensor(x)).numpy()
+    for fid, layer, idx, bit in [(0, "fc2", (0, 3), 30), (1, "fc2", (0, 3), 2), (2, "fc1", (1, 1), 20)]:
+        m = copy.deepcopy(base)
+        w = getattr(m, layer).weight.data.numpy()
+        w[idx] = np.array([w[idx]], np.float32).view(np.uint32).__xor__(np.uint32(1 << bit)).view(np.float32)[0]
+        with torch.no_grad():
+            faulty = m(torch.tensor(x)).numpy()
+        codes = reference(golden, faulty, tol=0.001)
+        row = rep[rep["inj_id"] == fid].iloc[0]
+        assert row["critical"] == int((codes == SDC1).sum())
+        assert row["masked"] + row["non_critical"] == int((codes <= NON_CRITICAL).sum())
