@@ -9,7 +9,6 @@ refused rather than silently mixed.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import zlib
 from contextlib import closing
@@ -18,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ._sqlite import connect, transaction
 from .errors import FaultlabError
 from .faults import Fault, FaultList, format_index, parse_index
 from .outcomes import FaultResult
@@ -53,15 +53,7 @@ class CampaignStore:
             p = p / DB_NAME
         p.parent.mkdir(parents=True, exist_ok=True)
         self.path = p
-        self._conn = sqlite3.connect(str(p), timeout=60, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        v = self.get_meta("schema_version")
-        if v is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(v) != SCHEMA_VERSION:
-            raise FaultlabError(f"{p}: schema version {v}, this faultlab reads version {SCHEMA_VERSION}; rerun into a new --out directory")
+        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="rerun into a new --out directory")
 
     @classmethod
     def open_existing(cls, directory: str | Path) -> "CampaignStore":
@@ -116,16 +108,7 @@ class CampaignStore:
         return False
 
     def _tx(self):
-        conn = self._conn
-
-        class _T:
-            def __enter__(self_inner):
-                conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, et, ev, tb):
-                conn.execute("COMMIT" if et is None else "ROLLBACK")
-
-        return _T()
+        return transaction(self._conn)
 
     def _insert_faults(self, faults: Iterable[Fault], stratum: str | None = None) -> None:
         self._conn.executemany(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .._sqlite import connect
 from ..errors import FaultlabError
 
 SCHEMA_VERSION = 1
@@ -85,15 +85,7 @@ class MutationStore:
             p.mkdir(parents=True, exist_ok=True)
             p = p / DB_NAME
         self.path = p
-        self._conn = sqlite3.connect(str(p), timeout=60, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise FaultlabError(f"{p}: schema version {row[0]}, this faultlab reads {SCHEMA_VERSION}; use a new --logs-dir")
+        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="use a new --logs-dir")
 
     @classmethod
     def open_existing(cls, logs_dir: str | Path) -> "MutationStore":

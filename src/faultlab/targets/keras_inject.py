@@ -17,14 +17,9 @@ import torch
 from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask
 from ..faults import Fault, Site
 from .keras_loading import import_keras
+from ._rows import rows_tensor
 
 
-def _rows_tensor(rows: slice | Sequence[int] | None, n_rows: int, device: torch.device) -> torch.Tensor:
-    if rows is None:
-        return torch.arange(n_rows, device=device)
-    if isinstance(rows, slice):
-        return torch.arange(*rows.indices(n_rows), device=device)
-    return torch.as_tensor(list(rows), dtype=torch.long, device=device)
 
 
 @dataclass
@@ -51,7 +46,7 @@ class LayerFaults:
         if key not in self._cache:
             out = []
             for model, g in self.grouped.items():
-                rs = [_rows_tensor(r, n_rows, device) for r in g["rows"]]
+                rs = [rows_tensor(r, n_rows, device) for r in g["rows"]]
                 es = torch.cat([torch.full_like(r, e) for r, e in zip(rs, g["elems"])])
                 ms = torch.cat([torch.full_like(r, m) for r, m in zip(rs, g["masks"])])
                 coords = torch.unravel_index(es, self.site.shape)
@@ -65,7 +60,7 @@ class LayerFaults:
         for model, idx, m in self._groups(t.shape[0], t.device):
             t[idx] = apply_masks(t[idx], m.to(as_int_view(t[:0]).dtype), model)  # type: ignore[arg-type]
         for fault, rows in self.other:
-            r = _rows_tensor(rows, t.shape[0], t.device)
+            r = rows_tensor(rows, t.shape[0], t.device)
             key = (r,) if fault.index is None else (r,) + tuple(fault.index)
             t[key] = apply_fault_model(t[key], fault.model, fault.bits, value=fault.value)
         return t

@@ -13,6 +13,7 @@ from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_
 from ..errors import DataError, FaultSpecError
 from ..faults import Fault, Site
 from .base import Assignment, Target
+from ._rows import rows_tensor
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -27,12 +28,6 @@ def _first_tensor(out: Any) -> torch.Tensor | None:
     return None
 
 
-def _rows_tensor(rows: slice | Sequence[int] | None, n_rows: int, device: torch.device) -> torch.Tensor:
-    if rows is None:
-        return torch.arange(n_rows, device=device)
-    if isinstance(rows, slice):
-        return torch.arange(*rows.indices(n_rows), device=device)
-    return torch.as_tensor(list(rows), dtype=torch.long, device=device)
 
 
 class TorchTarget(Target):
@@ -242,7 +237,7 @@ class TorchTarget(Target):
                 for model, g in plan.items():
                     r_all, e_all, m_all = [], [], []
                     for rows, e, m in zip(g["rows"], g["elems"], g["masks"]):
-                        r = _rows_tensor(rows, n_rows, device)
+                        r = rows_tensor(rows, n_rows, device)
                         r_all.append(r)
                         e_all.append(torch.full_like(r, e))
                         m_all.append(torch.full_like(r, m))
@@ -265,7 +260,7 @@ class TorchTarget(Target):
                 if fault.index is None:
                     t[sel] = apply_fault_model(t[sel], fault.model, fault.bits, value=fault.value)
                 else:
-                    r = _rows_tensor(rows, t.shape[0], t.device)
+                    r = rows_tensor(rows, t.shape[0], t.device)
                     key = (r,) + tuple(fault.index)
                     t[key] = apply_fault_model(t[key], fault.model, fault.bits, value=fault.value)
             if isinstance(out, tuple):
