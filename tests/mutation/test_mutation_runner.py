@@ -199,5 +199,7 @@ def test_model_references_and_executor_choice(tmp_path):
         ModelRef(name="no_such_module_xyz:f").load()
     assert isinstance(_executor("local", 1), InProcessExecutor)
     assert isinstance(_executor("local", 2), ProcessExecutor)
-    with pytest.raises(FaultlabError, match="only 'local'"):
-        _executor("ray", 2)
+    with pytest.raises(FaultlabError, match="--executor 'dask'"):
+        _executor("dask", 2)
+    with pytest.raises(FaultlabError, match="at least 1"):
+        _executor("local", 0)
