@@ -199,6 +199,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     logging.basicConfig(level=logging.WARNING)
+    import os
+
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     scale = 0.1 if args.quick else 1.0
     torch.manual_seed(0)
     resnet = ResNet20().eval()
@@ -209,10 +212,8 @@ def main() -> None:
     rows += bench_model("ResNet-20 (CIFAR shape)", resnet, xr, None, {"fast": int(24 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
     rows += bench_model("digits CNN", pretrained_digits_cnn(), xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5})
     cols = ["fast", "exact", "tf_injector-style", "PyTorchFI"]
-    import os
-
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, load average {load:.1f}\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, load average {load0:.1f} at start, {load:.1f} at end\n")
     print("| model | faults | inputs | clean inputs/s | " + " | ".join(f"{c} pairs/s" for c in cols) + " | fast / tf_injector | fast / PyTorchFI | fast pair cost (clean passes) |")
     print("|---|---|---|---|" + "---|" * len(cols) + "---|---|---|")
     for r in rows:

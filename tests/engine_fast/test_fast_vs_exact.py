@@ -145,13 +145,13 @@ def test_small_max_memory_gives_identical_results(digits):
     small_eng = FastEngine(max_memory=200_000)
     tm = small_eng._trace(target)
     rows_seen: list[int] = []
-    replay = tm.replay
+    resume = tm.resume  # every replay, full or on windows, ends in resume()
 
-    def spy(start, value, *args, **kwargs):
-        rows_seen.append(int(value.shape[0]))
-        return replay(start, value, *args, **kwargs)
+    def spy(start, env, first, ids, *args, **kwargs):
+        rows_seen.append(int(ids.shape[0]))
+        return resume(start, env, first, ids, *args, **kwargs)
 
-    tm.replay = spy  # type: ignore[method-assign]
+    tm.resume = spy  # type: ignore[method-assign]
     small = small_eng.run(target, data, faults)
     for a, b in zip(big, small):
         np.testing.assert_array_equal(a.codes, b.codes)

@@ -12,7 +12,9 @@ every graph node is cached; a fault at node L then replays only L's downstream c
   is checked once (permuted clean kernels must reproduce the clean channels bit for bit), else
   its faults recompute the whole layer with the fault written in place.
 * Other parameters (batch norm, biases of other layers) recompute their one node in place.
-* Activation faults are applied to the cached clean activation, per row.
+* Activation faults are applied to the cached clean activation, per row; on a 4-D feature map the
+  rows replay on small spatial windows around the faulted element while those stay small
+  (:mod:`.fast_window`), then on whole maps.
 * Rows that become bit-identical to the clean values at a node every later value depends on
   are finished as masked.
 
@@ -38,6 +40,7 @@ from ..targets.base import Target
 from ._base import Engine, EvalSet
 from .exact import ExactEngine
 from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
+from .fast_window import Window, WindowReplay, read_region
 
 log = logging.getLogger("faultlab")
 
@@ -60,8 +63,9 @@ class FastEngine(Engine):
     """Fast campaigns with exact mode's outcomes (``--engine fast``).
 
     ``max_memory`` (bytes) bounds the clean-activation cache and the replay batches; memory
-    does not grow with the number of faults. After a run, ``stats`` counts how faults were
-    handled (``stacked``, ``node``, ``act``, ``exact``, ``redone``, ``early_exit_rows``).
+    does not grow with the number of faults. ``window=False`` turns spatial-window replay off
+    (same outcomes, slower). After a run, ``stats`` counts how faults were handled (``stacked``,
+    ``node``, ``act``, ``exact``, ``redone``, ``early_exit_rows``, ``windowed_passes``).
     """
 
     name = "fast"
@@ -74,18 +78,22 @@ class FastEngine(Engine):
         tolerance: float | None = None,
         max_memory: int = DEFAULT_MAX_MEMORY,
         early_exit: bool = True,
+        window: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size, k=k, tolerance=tolerance)
         if max_memory < 1:
             raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
         self.max_memory = int(max_memory)
         self.early_exit = early_exit
+        self.window = window
+        self._window_of: dict[int, WindowReplay] = {}
         self._traced: dict[int, tuple[Any, TracedModel | None]] = {}
         self._stacked_ok: dict[tuple[int, str], bool] = {}
         self.stats: dict[str, int] = {}
         #: (fault, input) pairs whose class differs from exact mode's: always 0 here, since every
         #: value is computed with the real computation's rounding (kept for reports and tests)
         self.mismatches = 0
+        self._masked_stats: tuple[int, torch.Tensor] | None = None
 
     # ----- setup -----
     def _exact(self) -> ExactEngine:
@@ -158,7 +166,7 @@ class FastEngine(Engine):
     def run(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
         if not faults:
             return []
-        self.stats = {"stacked": 0, "node": 0, "act": 0, "exact": 0, "redone": 0, "early_exit_rows": 0}
+        self.stats = {"stacked": 0, "node": 0, "act": 0, "exact": 0, "redone": 0, "early_exit_rows": 0, "windowed_passes": 0}
         tm = self._trace(target)
         if tm is None:
             self.stats["exact"] = len(faults)
@@ -203,6 +211,7 @@ class FastEngine(Engine):
         groups = sorted(by_node.items(), key=lambda kv: tm.order[kv[0][0]])
         for s, e in blocks:
             cache, out = tm.clean(data.x[s:e])
+            self._masked_stats = None
             if not torch.equal(as_int_view(out.contiguous()), as_int_view(data.golden[s:e].reshape(out.shape).contiguous())):
                 raise UnsupportedModel("the traced graph does not reproduce the golden outputs bit for bit")
             for (node, mode, pname), group in groups:
@@ -261,7 +270,16 @@ class FastEngine(Engine):
         # pinned clean control rows: they must come out bit-identical to the golden outputs
         all_inp = torch.cat([torch.as_tensor(ci, device=dev), torch.arange(n_ctrl, device=dev) % nb])
         inp = all_inp[:r]
-        if mode == "act":
+        pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
+        pinned[r:] = True
+        res = None
+        if mode == "act" and self.window and self._act_windowable(tm, cache, node, faults, cf):
+            win = self._activation_window(tm, cache, node, faults, cf, all_inp)
+            res = self._windows(tm).replay(node, win, all_inp, pinned, pinned.clone(), cache, early_exit=self.early_exit)
+            if res is None:
+                return False
+            self.stats["windowed_passes"] += 1
+        elif mode == "act":
             value = self._activation_values(tm, cache, node, faults, cf, all_inp)
         elif mode == "stacked":
             value = self._stacked_values(target, tm, cache, node, pname, faults, cf, all_inp)
@@ -269,24 +287,32 @@ class FastEngine(Engine):
                 value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
         else:
             value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
-        pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
-        pinned[r:] = True
-        res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
-        golden = data.golden[s : s + nb].index_select(0, all_inp)
-        full = golden.clone()
+        if res is None:
+            res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
+        golden_blk = data.golden[s : s + nb]
+        lab_blk = None if data.labels is None else data.labels[s : s + nb]
+        if self._masked_stats is None or self._masked_stats[0] != s:
+            # a finished (masked) pair's stats depend on its input only: computed once per block
+            zero = torch.zeros(nb, dtype=torch.uint8, device=dev)
+            self._masked_stats = (s, pair_stats(zero, golden_blk, golden_blk, lab_blk, k=self.k))
+        codes = torch.zeros(r, dtype=torch.uint8, device=dev)
+        stats = self._masked_stats[1].index_select(0, inp)
         if res.out is not None:
             out = res.out.reshape(res.out.shape[0], -1)
             ctrl = res.pinned
-            if bool(ctrl.any()) and not bool(rows_equal(out[ctrl], golden.index_select(0, res.ids[ctrl])).all()):
+            if bool(ctrl.any()) and not bool(rows_equal(out[ctrl], golden_blk.index_select(0, all_inp[res.ids[ctrl]])).all()):
                 return False
-            live = ~res.finished[res.ids]
-            full[res.ids[live]] = out[live]
+            live = ~res.finished[res.ids] & (res.ids < r)
+            rows = res.ids[live]
+            if len(rows):
+                f_live = out[live]
+                li = inp.index_select(0, rows)
+                g = golden_blk.index_select(0, li)
+                c = classify(g, f_live, k=self.k, tolerance=self.tolerance)
+                codes[rows] = c
+                stats[rows] = pair_stats(c, f_live, g, None if lab_blk is None else lab_blk.index_select(0, li), k=self.k)
         self.stats["early_exit_rows"] += int(res.finished[:r].sum())
-        full = full[:r]
-        g = golden[:r]
-        lab = None if data.labels is None else data.labels[s:].index_select(0, inp)
-        codes = classify(g, full, k=self.k, tolerance=self.tolerance)
-        stats_all.append(pair_stats(codes, full, g, lab, k=self.k))
+        stats_all.append(stats)
         codes_all.append(codes)
         owners_all.append(torch.as_tensor(cf, device=dev))
         return True
@@ -295,9 +321,40 @@ class FastEngine(Engine):
     def _activation_values(self, tm, cache, node, faults, cf, inp) -> torch.Tensor:
         clean = cache[node]
         value = gather_rows(clean, inp)
+        self._apply_act_faults(value, faults, cf, lambda f: f.index)
+        return value
+
+    @staticmethod
+    def _act_windowable(tm, cache, node, faults, cf) -> bool:
+        """Single-element faults on a 4-D map whose cone allows early exit: replay on windows."""
+        v = cache.get(node)
+        if not (isinstance(v, torch.Tensor) and v.dim() == 4 and tm._plan(node)[3]):
+            return False
+        return all(faults[int(p)].index is not None and len(faults[int(p)].index) == 3 for p in np.unique(cf))
+
+    def _windows(self, tm: TracedModel) -> WindowReplay:
+        w = self._window_of.get(id(tm))
+        if w is None or w.tm is not tm:
+            w = self._window_of[id(tm)] = WindowReplay(tm)
+        return w
+
+    def _activation_window(self, tm, cache, node, faults, cf, inp) -> Window:
+        """Each row's faulty element as a 1x1 window (all channels) at the fault's position."""
+        r = len(cf)
+        dev = inp.device
+        pos = np.array([faults[int(p)].index[1:] for p in cf], dtype=np.int64).reshape(r, 2)
+        pos = np.concatenate([pos, np.repeat(pos[:1], len(inp) - r, axis=0)])  # control rows sit where the first fault sits
+        oy, ox = pos[:, 0].copy(), pos[:, 1].copy()
+        crop = read_region(cache[node], None, inp, oy, ox, 1, 1)
+        self._apply_act_faults(crop, faults, cf, lambda f: (f.index[0], 0, 0))
+        return Window(crop, oy, ox)
+
+    @staticmethod
+    def _apply_act_faults(value: torch.Tensor, faults, cf: np.ndarray, index_of) -> None:
+        """Apply row i's fault ``faults[cf[i]]`` to ``value[i]`` in place, at ``index_of(fault)`` within the row."""
         flat = value.view(value.shape[0], -1) if value.is_contiguous() else None
         width = value.element_size() * 8
-        shape = tuple(clean.shape[1:])
+        shape = tuple(value.shape[1:])
         int_dtype = as_int_view(value[:0]).dtype
         # pairs are grouped by fault, so each fault's rows are one contiguous run
         runs = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])
@@ -305,15 +362,16 @@ class FastEngine(Engine):
         groups: dict[str, tuple[list, list, list]] = {}
         for a, b in zip(runs, ends):
             f = faults[int(cf[a])]
-            if f.model in BIT_MODELS and f.index is not None:
+            idx = None if f.index is None else tuple(index_of(f))
+            if f.model in BIT_MODELS and idx is not None:
                 g = groups.setdefault(f.model, ([], [], []))
                 g[0].append(np.arange(a, b))
-                g[1].append(np.full(b - a, int(np.ravel_multi_index(f.index, shape))))
+                g[1].append(np.full(b - a, int(np.ravel_multi_index(idx, shape))))
                 g[2].append(np.full(b - a, bit_mask(f.bits, width)))
-            elif f.index is None:
+            elif idx is None:
                 value[a:b] = apply_fault_model(value[a:b], f.model, f.bits, value=f.value)
             else:
-                key = (slice(a, b),) + tuple(f.index)
+                key = (slice(a, b),) + idx
                 value[key] = apply_fault_model(value[key], f.model, f.bits, value=f.value)
         for model, (rows, elems, masks) in groups.items():
             r = torch.as_tensor(np.concatenate(rows), device=value.device)
@@ -324,7 +382,6 @@ class FastEngine(Engine):
             else:  # a channels-last value: index element by element
                 idx = (r,) + tuple(torch.as_tensor(np.stack(np.unravel_index(el.cpu().numpy(), shape))[d], device=value.device) for d in range(len(shape)))
                 value[idx] = apply_masks(value[idx], m, model)  # type: ignore[arg-type]
-        return value
 
     def _faulty_value(self, p: torch.Tensor, f: Fault) -> torch.Tensor:
         return apply_fault_model(p[f.index].clone(), f.model, f.bits, value=f.value)

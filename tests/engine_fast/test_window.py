@@ -1,0 +1,153 @@
+"""Spatial-window replay: region reads against brute force, and outcome codes equal to the exact engine's."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import faultlab.engine.fast_window as fw
+from _helpers import compare, random_faults
+from faultlab.datasets import load_dataset
+from faultlab.engine import EvalSet
+from faultlab.engine.fast import FastEngine
+from faultlab.faults import Fault
+from faultlab.models import BranchyCNN, pretrained_digits_cnn
+from faultlab.targets.torch import TorchTarget
+from test_fast_vs_exact import TinyResNet, _randomize_bn
+
+
+class FunctionalNet(nn.Module):
+    """Functional ReLU, in-place residual add, a dilated conv and a max-pool: window ops beyond modules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.c1 = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.c2 = nn.Conv2d(8, 8, (1, 3), padding=(0, 1))
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.stem(x))
+        r = torch.relu(self.c1(h))
+        r += h
+        h = self.pool(F.relu(self.c2(r)) * 0.5 + r)
+        return self.fc(torch.flatten(h, 1))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_dataset("digits", split="test")
+    return ds.x[:64].copy(), ds.y[:64]
+
+
+def _brute_region(clean, win, inp, oy, ox, hh, ww):
+    """Per row: the clean map with the window pasted, zero-padded generously, then sliced."""
+    out = []
+    for r in range(len(inp)):
+        full = clean[int(inp[r])].clone()
+        if win is not None:
+            h, w = win.crop.shape[2:]
+            full[:, win.oy[r] : win.oy[r] + h, win.ox[r] : win.ox[r] + w] = win.crop[r]
+        pad = 20
+        big = F.pad(full, (pad, pad, pad, pad))
+        out.append(big[:, oy[r] + pad : oy[r] + pad + hh, ox[r] + pad : ox[r] + pad + ww])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("max_runs", [512, 0])
+def test_read_region_and_materialize_match_brute_force(max_runs, monkeypatch):
+    monkeypatch.setattr(fw, "_MAX_RUNS", max_runs)  # 0: the one-gather path
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(6, 3, 9, 7, generator=g)
+    inp = torch.tensor([0, 0, 3, 5, 5, 2, 1])
+    rng = np.random.default_rng(1)
+    win = fw.Window(torch.randn(7, 3, 3, 2, generator=g), rng.integers(0, 7, 7), rng.integers(0, 6, 7))
+    for hh, ww in ((1, 1), (4, 5), (12, 10)):
+        oy, ox = rng.integers(-3, 8, 7), rng.integers(-3, 6, 7)
+        for w in (None, win):
+            got = fw.read_region(clean, w, inp, oy, ox, hh, ww)
+            torch.testing.assert_close(got, _brute_region(clean, w, inp, oy, ox, hh, ww), rtol=0, atol=0)
+    full = fw.materialize(clean, win, inp)
+    want = _brute_region(clean, win, inp, np.zeros(7, int), np.zeros(7, int), 9, 7)
+    torch.testing.assert_close(full, want, rtol=0, atol=0)
+
+
+def _target(name: str, x: np.ndarray) -> TorchTarget:
+    torch.manual_seed(0)
+    model = {
+        "digits": lambda: pretrained_digits_cnn(),
+        "branchy": lambda: _randomize_bn(BranchyCNN(), 1),
+        "resnet": lambda: _randomize_bn(TinyResNet(), 2),
+        "functional": lambda: FunctionalNet().eval(),
+        # channels-last weights make channels-last activations: crops must keep that layout
+        "resnet_channels_last": lambda: _randomize_bn(TinyResNet(), 2).to(memory_format=torch.channels_last),
+    }[name]()
+    return TorchTarget(model, example_input=x[:1])
+
+
+@pytest.mark.parametrize("model", ["digits", "branchy", "resnet", "functional", "resnet_channels_last"])
+def test_windowed_activation_faults_equal_exact(model, digits):
+    x, y = digits
+    target = _target(model, x)
+    faults = random_faults(target, "activation", 50, seed=11, models=("flip", "stuck0", "stuck1"))
+    eng = FastEngine()
+    diff, total, _ = compare(eng, target, x, y, faults)
+    assert total == 50 * len(x) and diff == 0, f"{diff} of {total} pairs differ"
+    assert eng.stats["windowed_passes"] > 0 and eng.stats["exact"] == 0
+
+
+def test_windows_change_nothing_but_speed(digits):
+    x, y = digits
+    target = _target("resnet", x)
+    faults = random_faults(target, "activation", 30, seed=12)
+    faults = [Fault(f.id, f.layer, f.index, f.bits, f.site, f.model, input=(i * 7) % len(x) if i % 2 else None) for i, f in enumerate(faults)]
+    data = EvalSet.build(target, x, y)
+    on, off = FastEngine(), FastEngine(window=False)
+    a, b = on.run(target, data, faults), off.run(target, data, faults)
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p.codes, q.codes)
+        assert (p.masked, p.non_critical, p.sdc1, p.sdc5, p.due) == (q.masked, q.non_critical, q.sdc1, q.sdc5, q.due)
+    assert on.stats["windowed_passes"] > 0 and off.stats["windowed_passes"] == 0
+
+
+def test_cropped_kernel_that_rounds_differently_is_not_used(digits, monkeypatch):
+    """A window kernel off by one ulp: the once-per-size check refuses it; results stay exact."""
+    x, y = digits
+    target = _target("resnet", x)
+    apply = fw.WindowReplay._apply
+
+    def off_by_ulp(mod, region):
+        out = apply(mod, region)
+        return (out.view(torch.int32) ^ 1).view(torch.float32)
+
+    monkeypatch.setattr(fw.WindowReplay, "_apply", staticmethod(off_by_ulp))
+    faults = random_faults(target, "activation", 20, seed=13)
+    eng = FastEngine()
+    diff, _, _ = compare(eng, target, x, y, faults)
+    assert diff == 0 and eng.stats["redone"] == 0
+
+
+def test_control_rows_catch_a_kernel_the_size_check_missed(digits, monkeypatch):
+    """If the size check is skipped, the control rows see the wrong windows and the replay goes on with whole maps."""
+    x, y = digits
+    target = _target("resnet", x)
+    apply = fw.WindowReplay._apply
+    monkeypatch.setattr(fw.WindowReplay, "_apply", staticmethod(lambda mod, region: (apply(mod, region).view(torch.int32) ^ 1).view(torch.float32)))
+    monkeypatch.setattr(fw.WindowReplay, "_size", lambda self, n, mod, geo, nh, nw, a, cache: (nh, nw))
+    seen = []
+    step = fw.WindowReplay._step
+
+    def spy(self, n, env, cache, inp):
+        out = step(self, n, env, cache, inp)
+        seen.append(out is not None and isinstance(self.tm.modules.get(str(n.target)), nn.Conv2d))
+        return out
+
+    monkeypatch.setattr(fw.WindowReplay, "_step", spy)
+    faults = random_faults(target, "activation", 20, seed=14)
+    eng = FastEngine()
+    diff, _, _ = compare(eng, target, x, y, faults)
+    assert diff == 0
+    assert any(seen)  # wrong windowed convolutions were computed, and caught
