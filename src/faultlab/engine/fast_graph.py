@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..bits import as_int_view
+from ..targets._tensor_ops import first_tensor
 
 #: replay passes never run fewer rows than this: tiny batches take other CPU kernels (other rounding)
 MIN_ROWS = 64
@@ -91,14 +92,6 @@ def _clone(v: Any) -> Any:
     if isinstance(v, list):
         return [_clone(e) for e in v]
     return v
-
-
-def first_tensor(v: Any) -> torch.Tensor | None:
-    if isinstance(v, torch.Tensor):
-        return v
-    if isinstance(v, (tuple, list)) and v and isinstance(v[0], torch.Tensor):
-        return v[0]
-    return None
 
 
 def rows_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

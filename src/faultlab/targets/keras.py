@@ -20,6 +20,7 @@ from ..bits import apply_fault_model
 from ..errors import DataError, FaultSpecError
 from ..faults import Fault, Site
 from .base import Assignment, Target
+from ._tensor_ops import fault_in_place
 from .keras_inject import FaultPlan, LayerFaults, instrument
 from .keras_loading import import_keras, load_keras_model  # noqa: F401  (load_keras_model: used by loading.load_model)
 
@@ -234,20 +235,7 @@ class KerasTarget(Target):
         v = self._variables[site.name]
         idx = fault.index
         if self.backend == "torch":
-            p = v.value.data
-            with torch.no_grad():
-                if idx is None:
-                    orig = p.clone()
-                    p.copy_(apply_fault_model(orig, fault.model, fault.bits, value=fault.value))
-                    return lambda: p.copy_(orig)
-                orig_el = p[idx].clone()
-                p[idx] = apply_fault_model(orig_el, fault.model, fault.bits, value=fault.value)
-
-            def restore_el() -> None:
-                with torch.no_grad():
-                    p[idx] = orig_el
-
-            return restore_el
+            return fault_in_place(v.value.data, fault)
         orig_arr = np.array(self.keras.ops.convert_to_numpy(v), copy=True)
         new = orig_arr.copy()
         if idx is None:

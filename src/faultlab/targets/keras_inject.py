@@ -17,7 +17,7 @@ import torch
 from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask
 from ..faults import Fault, Site
 from .keras_loading import import_keras
-from ._rows import rows_tensor
+from ._tensor_ops import rows_tensor
 
 
 

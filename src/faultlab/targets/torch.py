@@ -13,19 +13,13 @@ from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_
 from ..errors import DataError, FaultSpecError
 from ..faults import Fault, Site
 from .base import Assignment, Target
-from ._rows import rows_tensor
+from ._tensor_ops import fault_in_place, first_tensor, rows_tensor
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    return None
 
 
 
@@ -71,7 +65,7 @@ class TorchTarget(Target):
 
         def rec(name: str) -> Callable:
             def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None and name not in shapes and t.dim() >= 1:
                     shapes[name] = (tuple(t.shape[1:]), _dtype_name(t.dtype))
                     order.append(name)
@@ -145,7 +139,7 @@ class TorchTarget(Target):
 
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         with torch.no_grad():
-            out = _first_tensor(self.model(self.to_tensor(x)))
+            out = first_tensor(self.model(self.to_tensor(x)))
         if out is None:
             raise DataError("the model's forward() returned no tensor; faultlab needs (N, C) scores")
         return out.reshape(out.shape[0], -1) if out.dim() != 2 else out
@@ -158,7 +152,7 @@ class TorchTarget(Target):
 
         def rec(name: str) -> Callable:
             def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None and name not in record:
                     record[name] = t.detach().clone()
 
@@ -200,19 +194,7 @@ class TorchTarget(Target):
                     restore()
 
     def _apply_weight(self, fault: Fault, site: Site) -> Callable[[], None]:
-        p = self._param(site).data
-        idx = fault.index
-        if idx is None:
-            orig = p.clone()
-            p.copy_(apply_fault_model(orig, fault.model, fault.bits, value=fault.value))
-            return lambda: p.copy_(orig)
-        orig = p[idx].clone()
-        p[idx] = apply_fault_model(orig, fault.model, fault.bits, value=fault.value)
-
-        def restore() -> None:
-            p[idx] = orig
-
-        return restore
+        return fault_in_place(self._param(site).data, fault)
 
     def _activation_hook(self, items: list[tuple[Fault, Any, Site]]) -> Callable:
         """One hook per layer: vectorised gather/XOR/scatter for indexed bit faults, a loop otherwise."""
@@ -248,7 +230,7 @@ class TorchTarget(Target):
             return cache[n_rows]
 
         def hook(mod: nn.Module, inp: Any, out: Any) -> Any:
-            t0 = _first_tensor(out)
+            t0 = first_tensor(out)
             if t0 is None:
                 return None
             # keep the memory format: downstream kernels (and so rounding) depend on it
