@@ -30,7 +30,7 @@ import numpy as np
 from .bits import BIT_MODELS
 from .errors import FaultlabError
 from .faults import SITE_KINDS, Fault, FaultList, Site
-from .stats import leveugle_sample_size, normal_quantile, wilson_interval
+from .stats import leveugle_sample_size, wilson_interval
 
 log = logging.getLogger("faultlab")
 

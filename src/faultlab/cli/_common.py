@@ -1,7 +1,6 @@
 """Shared CLI plumbing: the console, one-line errors, progress bars."""
 from __future__ import annotations
 
-import sys
 from typing import NoReturn
 
 from rich.console import Console
@@ -35,5 +34,4 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=err_console,
         transient=transient,
-        disable=not sys.stderr.isatty() and False,
     )

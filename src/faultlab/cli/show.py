@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import typer
@@ -11,8 +11,11 @@ from . import app
 from ._common import console
 from .hardware import DeviceOpt, ModelOpt, TrustOpt, UnsafeOpt, WeightsOpt, _load
 
+if TYPE_CHECKING:
+    from ..faults import Fault
 
-def parse_fault_spec(text: str, site: str) -> "Fault":  # noqa: F821
+
+def parse_fault_spec(text: str, site: str) -> "Fault":
     """``"LAYER,INDEX,BIT"`` (INDEX like ``(0, 3, 1)`` or ``all``; BIT like 31 or ``3;7``) as a Fault."""
     from ..errors import FaultSpecError
     from ..faults import Fault, _parse_bits, parse_index

@@ -18,7 +18,7 @@ from ..errors import FaultlabError
 from ..faults import FaultList
 from ..planning import AdaptiveAllocator, PopulationSampler, StratifyBy, stratify
 from ..store import CampaignStore
-from .campaign import Campaign, CampaignSummary, CampaignWorker, ProgressFn, execute
+from .campaign import Campaign, CampaignSummary, ProgressFn, execute
 
 #: Which per-fault event the adaptive rounds estimate: a fault is an event when it caused
 #: this outcome on at least one evaluated input.
@@ -79,7 +79,7 @@ class AdaptiveCampaign(Campaign):
                     "adaptive": {"fixed_plan_faults": fixed_total, "populations": {p.name: p.size for p in pops}, "event": self.event},
                     "confidence": self.confidence, "by": self.by, "site": self.site_kind, "event": self.event, "seed": self.seed,
                     **self.common_settings()}
-        worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance, self.engine_options)
+        worker = self.worker(x, y)
         new = 0
         with CampaignStore(self.out) as store:
             resumed = store.init_campaign(self.identity(x, y), settings)

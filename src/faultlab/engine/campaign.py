@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -157,6 +157,11 @@ class Campaign:
                             f"{self.out}: holds a different campaign ({', '.join(diff)} differ); use another --out directory to start a new one"
                         )
 
+    def worker(self, x: np.ndarray, y: np.ndarray | None) -> CampaignWorker:
+        """The worker recipe; in this process it reuses the loaded target (the model stays in memory once)."""
+        factory = (lambda: self.target) if isinstance(self.executor, InProcessExecutor) else self.target_factory
+        return CampaignWorker(factory, x, y, self.engine, self.batch_size, self.k, self.tolerance, self.engine_options)
+
     def common_settings(self) -> dict[str, Any]:
         """Settings every campaign records: framework, device, the sites (for populations) and versions."""
         from ..report.html import package_versions
@@ -208,7 +213,7 @@ class Campaign:
             done = store.done_ids()
             pending = [f for f in self.faults if f.id not in done]
             total, finished = len(self.faults), len(self.faults) - len(pending)
-            worker = CampaignWorker(self.target_factory, x, y, self.engine, self.batch_size, self.k, self.tolerance, self.engine_options)
+            worker = self.worker(x, y)
             new = execute(store, pending, worker, self.executor, chunk_size=self.chunk_size, progress=progress, done=finished, total=total)
             df = store.results_frame()
             cc = store.get_meta("clean_correct")

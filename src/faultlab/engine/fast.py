@@ -186,7 +186,6 @@ class FastEngine(Engine):
         return [results[f.id] for f in faults]
 
     def _run_fast(self, target: Target, tm: TracedModel, data: EvalSet, faults: Sequence[Fault]) -> tuple[list[FaultResult], list[Fault]]:
-        dev = data.golden.device
         n = data.n
         if not tm.checked:
             tm.clean(data.x[: min(n, MIN_ROWS)])
@@ -341,7 +340,6 @@ class FastEngine(Engine):
     def _activation_window(self, tm, cache, node, faults, cf, inp) -> Window:
         """Each row's faulty element as a 1x1 window (all channels) at the fault's position."""
         r = len(cf)
-        dev = inp.device
         pos = np.array([faults[int(p)].index[1:] for p in cf], dtype=np.int64).reshape(r, 2)
         pos = np.concatenate([pos, np.repeat(pos[:1], len(inp) - r, axis=0)])  # control rows sit where the first fault sits
         oy, ox = pos[:, 0].copy(), pos[:, 1].copy()

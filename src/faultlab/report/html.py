@@ -480,7 +480,7 @@ def build_report(
                 + (f"; ✓ when within the ±{fmt_pct(asked_f)} asked for" if asked_f is not None else "") + ". N: the layer's (element, bit) population.</p>")
     heads = [("site", "l"), ("layer", "l"), ("faults", ""), ("N", "")] + [(f"{v} over faults", "") for v in EVENTS.values()] + [("achieved ±", "")]
     body.append(_table(heads, _layer_rows(rates, asked_f, "fault"), table_id="rate-table"))
-    body.append(f"<h3>Over (fault, input) pairs (descriptive)</h3>")
+    body.append("<h3>Over (fault, input) pairs (descriptive)</h3>")
     heads = [("site", "l"), ("layer", "l"), ("pairs", "")] + [(f"{v} over pairs", "") for v in EVENTS.values()]
     body.append(_table(heads, _layer_rows(rates, asked_f, "pair"), table_id="pair-rate-table"))
     body.append(img_tag(images["layer_rates"], f"Rates over faults per layer with {conf_pct} intervals", "layer_rates") + "</section>")

@@ -112,7 +112,7 @@ def run_segment_repair(setup: SegmentSetup, seed: int, *, progress: Callable[[in
     task = TokenTask(vocab=setup.vocab, length=setup.length)
     x_train = task.sample(setup.n_train, seed=seed)
     x_test = task.sample(setup.n_test, seed=10_000 + seed)
-    y_train, y_test = task.labels(x_train), task.labels(x_test)
+    y_test = task.labels(x_test)
     config = TrainConfig(epochs=setup.epochs, seed=seed)
 
     def train(x: np.ndarray) -> Any:

@@ -9,7 +9,7 @@ own fault (vectorised gather/mask/scatter, as the PyTorch target does with hooks
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask, bit_width
+from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask
 from ..errors import DataError, FaultSpecError
 from ..faults import Fault, Site
 from .base import Assignment, Target
