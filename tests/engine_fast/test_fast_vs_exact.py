@@ -164,3 +164,47 @@ def test_small_max_memory_gives_identical_results(digits):
 def test_make_engine_builds_fast():
     eng = make_engine("fast", batch_size=64, max_memory=1 << 20)
     assert isinstance(eng, FastEngine) and eng.name == "fast" and eng.max_memory == 1 << 20
+
+
+def test_changed_channels_match_a_plain_flip():
+    """The stacked pre-filter's "channel changed" matches flipping the weight in a copy of the layer."""
+    import copy
+
+    from faultlab.engine.fast_graph import TracedModel
+
+    model = pretrained_digits_cnn()
+    x = load_dataset("digits", "test").x[:96]
+    target = TorchTarget(model, example_input=x[:1])
+    tm = TracedModel(model)
+    cache, _ = tm.clean(EvalSet.build(target, x, None).x)
+    eng = FastEngine()
+    rng = np.random.default_rng(3)
+    seen = []
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        mod = getattr(model, layer)
+        node = tm.module_nodes[layer][0]
+        for pname in ("weight", "bias"):
+            p = getattr(mod, pname)
+            faults = [
+                Fault(i, layer if pname == "weight" else f"{layer}.bias",
+                      tuple(int(rng.integers(n)) for n in p.shape), (int(rng.integers(32)),), "weight")
+                for i in range(40)
+            ]
+            pf = np.repeat(np.arange(len(faults)), len(x))
+            pi = np.tile(np.arange(len(x)), len(faults))
+            got = eng._changed_at_node(tm, cache, node, pname, faults, pf, pi)
+            assert got is not None
+            want = []
+            for f in faults:
+                m2 = copy.deepcopy(mod)
+                q = getattr(m2, pname).data
+                q.view(torch.int32)[f.index] ^= torch.tensor(1 << f.bits[0]).to(torch.int32)
+                with torch.no_grad():
+                    out = m2(cache[node.args[0]])
+                o = f.index[0]
+                want.append((out[:, o] != cache[node][:, o]).reshape(len(x), -1).any(1).numpy())
+            want = np.concatenate(want)
+            np.testing.assert_array_equal(got, want, err_msg=f"{layer}.{pname}")
+            seen.append(want)
+    seen = np.concatenate(seen)
+    assert seen.any() and not seen.all()  # both kinds of pair occur
