@@ -202,7 +202,7 @@ class FastEngine(Engine):
         log.debug("fast engine: %d inputs per cached block, %d rows per replay pass", nb, rows_max)
         # blocks never straddle the golden batches (kernels may depend on the batch size)
         blocks = [(s, min(s + nb, b + self.batch_size, n)) for b in range(0, n, self.batch_size) for s in range(b, min(b + self.batch_size, n), nb)]
-        codes_all, stats_all, owners_all, inputs_all = [], [], [], []
+        codes_all, stats_all, owners_all = [], [], []
         redo: set[int] = set()
         by_node: dict[Any, list[_Job]] = {}
         for job in jobs:
@@ -215,22 +215,9 @@ class FastEngine(Engine):
                 raise UnsupportedModel("the traced graph does not reproduce the golden outputs bit for bit")
             for (node, mode, pname), group in groups:
                 pf, pi = self._pairs([j for j in group if j.pos not in redo], s, e)
-                if mode == "stacked" and self.early_exit and len(pf):
-                    changed = self._changed_at_node(tm, cache, node, pname, faults, pf, pi)
-                    if changed is not None:
-                        # pairs whose faulty channel is bit-identical to the clean one are masked: no rows at all
-                        done = ~changed
-                        if done.any():
-                            dev = data.golden.device
-                            stats_all.append(self._masked_block(data, s, e - s).index_select(0, torch.as_tensor(pi[done], device=dev)))
-                            codes_all.append(torch.zeros(int(done.sum()), dtype=torch.uint8, device=dev))
-                            owners_all.append(torch.as_tensor(pf[done], device=dev))
-                            inputs_all.append(torch.as_tensor(s + pi[done], device=dev))
-                            self.stats["early_exit_rows"] += int(done.sum())
-                        pf, pi = pf[changed], pi[changed]
                 for c in range(0, len(pf), rows_max):
                     cf, ci = pf[c : c + rows_max], pi[c : c + rows_max]
-                    ok = self._pass(target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, stats_all, owners_all, inputs_all)
+                    ok = self._pass(target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, stats_all, owners_all)
                     if not ok:
                         redo.update(int(v) for v in np.unique(cf))
                         log.info("fast engine: control rows disagreed at %s; %d faults go to the exact engine", node.name, len(np.unique(cf)))
@@ -247,13 +234,9 @@ class FastEngine(Engine):
         owners = torch.cat(owners_all)
         codes = torch.cat(codes_all)
         stats = torch.cat(stats_all)
-        inputs = torch.cat(inputs_all)
         if redo:
             mask = ~torch.isin(owners, torch.as_tensor(sorted(redo), device=owners.device))
-            owners, codes, stats, inputs = owners[mask], codes[mask], stats[mask], inputs[mask]
-        # each fault's pairs in input order (aggregate keeps the order of the codes it is given)
-        order = torch.argsort(owners.long() * (data.n + 1) + inputs.long(), stable=True)
-        owners, codes, stats = owners[order], codes[order], stats[order]
+            owners, codes, stats = owners[mask], codes[mask], stats[mask]
         # renumber owners to positions in keep_jobs
         remap = torch.full((len(faults),), -1, dtype=torch.long, device=owners.device)
         remap[torch.as_tensor([j.pos for j in keep_jobs], device=owners.device)] = torch.arange(len(keep_jobs), device=owners.device)
@@ -276,7 +259,7 @@ class FastEngine(Engine):
 
     def _pass(
         self, target: Target, tm: TracedModel, data: EvalSet, cache: dict, s: int, node: Any, mode: str, pname: str,
-        faults: Sequence[Fault], cf: np.ndarray, ci: np.ndarray, codes_all: list, stats_all: list, owners_all: list, inputs_all: list,
+        faults: Sequence[Fault], cf: np.ndarray, ci: np.ndarray, codes_all: list, stats_all: list, owners_all: list,
     ) -> bool:
         """One batched replay of pairs (cf, ci); returns False when the control rows disagree."""
         dev = data.golden.device
@@ -307,8 +290,12 @@ class FastEngine(Engine):
             res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
         golden_blk = data.golden[s : s + nb]
         lab_blk = None if data.labels is None else data.labels[s : s + nb]
+        if self._masked_stats is None or self._masked_stats[0] != s:
+            # a finished (masked) pair's stats depend on its input only: computed once per block
+            zero = torch.zeros(nb, dtype=torch.uint8, device=dev)
+            self._masked_stats = (s, pair_stats(zero, golden_blk, golden_blk, lab_blk, k=self.k))
         codes = torch.zeros(r, dtype=torch.uint8, device=dev)
-        stats = self._masked_block(data, s, nb).index_select(0, inp)
+        stats = self._masked_stats[1].index_select(0, inp)
         if res.out is not None:
             out = res.out.reshape(res.out.shape[0], -1)
             ctrl = res.pinned
@@ -327,17 +314,7 @@ class FastEngine(Engine):
         stats_all.append(stats)
         codes_all.append(codes)
         owners_all.append(torch.as_tensor(cf, device=dev))
-        inputs_all.append(torch.as_tensor(s + ci, device=dev))
         return True
-
-    def _masked_block(self, data: EvalSet, s: int, nb: int) -> torch.Tensor:
-        """Per input of the block at ``s``: the stats of a masked pair (they depend on the input only; computed once per block)."""
-        if self._masked_stats is None or self._masked_stats[0] != s:
-            golden_blk = data.golden[s : s + nb]
-            lab_blk = None if data.labels is None else data.labels[s : s + nb]
-            zero = torch.zeros(nb, dtype=torch.uint8, device=golden_blk.device)
-            self._masked_stats = (s, pair_stats(zero, golden_blk, golden_blk, lab_blk, k=self.k))
-        return self._masked_stats[1]
 
     # ----- faulty values at the faulted node -----
     def _activation_values(self, tm, cache, node, faults, cf, inp) -> torch.Tensor:
@@ -428,36 +405,12 @@ class FastEngine(Engine):
             return torch.nn.functional.linear(x, w, b)
         return mod._conv_forward(x, w, b)  # type: ignore[operator]
 
-    def _stackable(self, tm: TracedModel, cache, node) -> tuple[nn.Module | None, torch.Tensor]:
-        """The layer and its cached input when its faults can use stacked kernels (see :meth:`_stacked_ok_for`), else (None, input)."""
+    def _stacked_values(self, target, tm, cache, node, pname, faults, cf, inp) -> torch.Tensor | None:
         mod = tm.modules[str(node.target)]
         x = cache[node.args[0]]
-        if (isinstance(mod, nn.Linear) and x.dim() != 2) or not self._stacked_ok_for(tm, cache, node, mod):
-            return None, x
-        return mod, x
-
-    def _stack_kernels(self, w: torch.Tensor, b: torch.Tensor | None, pname: str, faults: Sequence[Fault], grp: list[int], slot_of: dict[int, int]):
-        """The layer's kernels with slot i holding fault ``grp[i]``'s faulty output channel; returns (weight, bias, channels)."""
-        sw = w.detach().clone()
-        sb = None if b is None else b.detach().clone()
-        chans = []
-        for slot, pos in enumerate(grp):
-            f = faults[pos]
-            o = f.index[0]
-            sw[slot] = w[o]
-            if sb is not None:
-                sb[slot] = b[o]  # type: ignore[index]
-            if pname == "weight":
-                sw[(slot,) + tuple(f.index[1:])] = self._faulty_value(w, f)
-            else:
-                sb[slot] = self._faulty_value(b, f)  # type: ignore[index,arg-type]
-            slot_of[pos] = slot
-            chans.append(o)
-        return sw, sb, chans
-
-    def _stacked_values(self, target, tm, cache, node, pname, faults, cf, inp) -> torch.Tensor | None:
-        mod, x = self._stackable(tm, cache, node)
-        if mod is None:
+        if isinstance(mod, nn.Linear) and x.dim() != 2:
+            return None
+        if not self._stacked_ok_for(tm, cache, node, mod):
             return None
         w, b = mod.weight, mod.bias
         c_out = w.shape[0]
@@ -467,7 +420,21 @@ class FastEngine(Engine):
         with torch.no_grad():
             for g0 in range(0, len(uniq), c_out):
                 grp = uniq[g0 : g0 + c_out]
-                sw, sb, _ = self._stack_kernels(w, b, pname, faults, grp, slot_of)
+                sw = w.detach().clone()
+                sb = None if b is None else b.detach().clone()
+                chan = []
+                for slot, pos in enumerate(grp):
+                    f = faults[pos]
+                    o = f.index[0]
+                    sw[slot] = w[o]
+                    if sb is not None:
+                        sb[slot] = b[o]
+                    if pname == "weight":
+                        sw[(slot,) + tuple(f.index[1:])] = self._faulty_value(w, f)
+                    else:
+                        sb[slot] = self._faulty_value(b, f)  # type: ignore[index]
+                    slot_of[pos] = slot
+                    chan.append(o)
                 out = self._layer(mod, x, sw, sb)
                 sel = np.isin(cf, grp)
                 rows = torch.as_tensor(np.flatnonzero(sel), device=value.device)
@@ -475,53 +442,6 @@ class FastEngine(Engine):
                 chans = torch.as_tensor([faults[int(p)].index[0] for p in cf[sel]], device=value.device)
                 value[rows, chans] = out[inp[rows], slots]
         return value
-
-    def _changed_at_node(self, tm, cache, node, pname, faults, pf: np.ndarray, pi: np.ndarray) -> np.ndarray | None:
-        """Stacked weight faults: which pairs (pf, pi) change their channel of the node's output at all.
-
-        A pair whose faulty channel is bit-identical to the clean one is masked (the parameter
-        feeds nothing else). Each layer call computes up to ``C_out - 1`` faults' channels and, in
-        the next slot, a clean channel moved to another position, which must come out bit-identical
-        (a control, like the pinned rows of a pass); otherwise None and every pair is replayed.
-        """
-        mod, x = self._stackable(tm, cache, node)
-        if mod is None:
-            return None
-        w, b = mod.weight, mod.bias
-        c_out = int(w.shape[0])
-        if c_out < 2:
-            return None
-        clean = cache[node]
-        nb = int(clean.shape[0])
-        dev = clean.device
-        uniq = [int(u) for u in dict.fromkeys(pf.tolist())]
-        changed = np.zeros(len(pf), dtype=bool)
-        per = c_out - 1
-        with torch.no_grad():
-            for g0 in range(0, len(uniq), per):
-                grp = uniq[g0 : g0 + per]
-                slot_of: dict[int, int] = {}
-                sw, sb, chans = self._stack_kernels(w, b, pname, faults, grp, slot_of)
-                ctrl_slot = len(grp)
-                ctrl_chan = (ctrl_slot + 1 + g0 // per) % c_out
-                if ctrl_chan == ctrl_slot:
-                    ctrl_chan = (ctrl_chan + 1) % c_out
-                sw[ctrl_slot] = w[ctrl_chan]
-                if sb is not None:
-                    sb[ctrl_slot] = b[ctrl_chan]
-                out = self._layer(mod, x, sw, sb)
-                slots_t = torch.arange(len(grp) + 1, device=dev)
-                chans_t = torch.as_tensor(chans + [ctrl_chan], device=dev)
-                got = as_int_view(out.index_select(1, slots_t).contiguous()).reshape(nb, len(grp) + 1, -1)
-                want = as_int_view(clean.index_select(1, chans_t).contiguous()).reshape(nb, len(grp) + 1, -1)
-                diff = torch.ne(got, want).any(dim=2)
-                if bool(diff[:, -1].any()):
-                    log.info("fast engine: the control channel of %s disagreed; its pairs are replayed in full", node.name)
-                    return None
-                d = diff[:, :-1].cpu().numpy()
-                sel = np.isin(pf, grp)
-                changed[sel] = d[pi[sel], np.array([slot_of[int(p)] for p in pf[sel]], dtype=np.int64)]
-        return changed
 
     def _node_values(self, target, tm, cache, node, faults, cf, inp) -> torch.Tensor:
         value = gather_rows(cache[node], inp)
