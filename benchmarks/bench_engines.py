@@ -192,6 +192,15 @@ def bench_model(name: str, model: nn.Module, x: np.ndarray, y: np.ndarray | None
     return rows
 
 
+def benchmark_models(inputs: int) -> list[tuple[str, nn.Module, np.ndarray, np.ndarray | None]]:
+    """(name, model, inputs, labels): a random-init ResNet-20 on ``inputs`` random CIFAR-shaped images, and the demo CNN on the digits test set."""
+    torch.manual_seed(0)
+    resnet = ResNet20().eval()
+    xr = torch.rand(inputs, 3, 32, 32, generator=torch.Generator().manual_seed(1)).numpy()
+    ds = load_dataset("digits", split="test")
+    return [("ResNet-20 (CIFAR shape)", resnet, xr, None), ("digits CNN", pretrained_digits_cnn(), np.array(ds.x, copy=True, order="C"), ds.y)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few faults only, to check the script runs")
@@ -203,14 +212,10 @@ def main() -> None:
 
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     scale = 0.1 if args.quick else 1.0
-    torch.manual_seed(0)
-    resnet = ResNet20().eval()
-    xr = torch.rand(args.inputs, 3, 32, 32, generator=torch.Generator().manual_seed(1)).numpy()
-    ds = load_dataset("digits", split="test")
-    xd, yd = np.array(ds.x, copy=True, order="C"), ds.y
+    (rn, resnet, xr, _), (dn, digits, xd, yd) = benchmark_models(args.inputs)
     rows = []
-    rows += bench_model("ResNet-20 (CIFAR shape)", resnet, xr, None, {"fast": int(24 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
-    rows += bench_model("digits CNN", pretrained_digits_cnn(), xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5})
+    rows += bench_model(rn, resnet, xr, None, {"fast": int(24 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
+    rows += bench_model(dn, digits, xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5})
     cols = ["fast", "exact", "tf_injector-style", "PyTorchFI"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, load average {load0:.1f} at start, {load:.1f} at end\n")

@@ -25,10 +25,8 @@ import torch
 from torch import fx, nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_engines import FI_TYPES, fault_lists  # noqa: E402
+from bench_engines import FI_TYPES, benchmark_models, fault_lists  # noqa: E402
 
-from faultlab.datasets import load_dataset  # noqa: E402
-from faultlab.models import ResNet20, pretrained_digits_cnn  # noqa: E402
 from faultlab.targets.torch import TorchTarget  # noqa: E402
 
 
@@ -99,14 +97,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     n_faults = 20 if args.quick else 300
-    torch.manual_seed(0)
-    resnet = ResNet20().eval()
-    xr = torch.rand(args.inputs, 3, 32, 32, generator=torch.Generator().manual_seed(1)).numpy()
-    ds = load_dataset("digits", split="test")
-    xd = np.array(ds.x, copy=True, order="C")
     print("| model | faults | pairs | pairs whose scores change | floor: mean pair cost (clean passes) | most an exact engine can gain over one pass per fault |")
     print("|---|---|---|---|---|---|")
-    for name, model, x in (("ResNet-20 (CIFAR shape)", resnet, xr), ("digits CNN", pretrained_digits_cnn(), xd)):
+    for name, model, x, _ in benchmark_models(args.inputs):
         target = TorchTarget(model, example_input=x[:1])  # the same fault lists as bench_engines.py
         weight, act = fault_lists(target, n_faults, seed=0)
         for kind, faults in (("weight", weight), ("activation", act)):
