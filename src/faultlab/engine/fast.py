@@ -12,6 +12,9 @@ every graph node is cached; a fault at node L then replays only L's downstream c
   is checked once (permuted clean kernels must reproduce the clean channels bit for bit), else
   its faults recompute the whole layer with the fault written in place.
 * Other parameters (batch norm, biases of other layers) recompute their one node in place.
+* A changed channel (a weight fault's, or an activation fault's in a non-spatial value) is
+  carried on alone through the per-channel nodes after it -- ReLU, batch norm, pooling,
+  flatten, residual adds -- until a node mixes channels (:mod:`.fast_block`).
 * Activation faults are applied to the cached clean activation, per row; on a 4-D feature map the
   rows replay on small spatial windows around the faulted element while those stay small
   (:mod:`.fast_window`), then on whole maps.
@@ -40,6 +43,7 @@ from ..targets.base import Target
 from ._base import Engine, EvalSet
 from .exact import ExactEngine
 from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
+from .fast_block import Block, BlockReplay, clean_block, write_blocks
 from .fast_window import Window, WindowReplay, read_region
 
 log = logging.getLogger("faultlab")
@@ -63,9 +67,10 @@ class FastEngine(Engine):
     """Fast campaigns with exact mode's outcomes (``--engine fast``).
 
     ``max_memory`` (bytes) bounds the clean-activation cache and the replay batches; memory
-    does not grow with the number of faults. ``window=False`` turns spatial-window replay off
-    (same outcomes, slower). After a run, ``stats`` counts how faults were handled (``stacked``,
-    ``node``, ``act``, ``exact``, ``redone``, ``early_exit_rows``, ``windowed_passes``).
+    does not grow with the number of faults. ``window=False`` turns spatial-window replay off and
+    ``blocks=False`` single-channel (block) replay (same outcomes, slower). After a run, ``stats``
+    counts how faults were handled (``stacked``, ``node``, ``act``, ``exact``, ``redone``,
+    ``early_exit_rows``, ``windowed_passes``, ``block_passes``).
     """
 
     name = "fast"
@@ -79,6 +84,7 @@ class FastEngine(Engine):
         max_memory: int = DEFAULT_MAX_MEMORY,
         early_exit: bool = True,
         window: bool = True,
+        blocks: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size, k=k, tolerance=tolerance)
         if max_memory < 1:
@@ -86,7 +92,9 @@ class FastEngine(Engine):
         self.max_memory = int(max_memory)
         self.early_exit = early_exit
         self.window = window
+        self.blocks = blocks
         self._window_of: dict[int, WindowReplay] = {}
+        self._block_of: dict[int, BlockReplay] = {}
         self._traced: dict[int, tuple[Any, TracedModel | None]] = {}
         self._stacked_ok: dict[tuple[int, str], bool] = {}
         self.stats: dict[str, int] = {}
@@ -166,7 +174,7 @@ class FastEngine(Engine):
     def run(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
         if not faults:
             return []
-        self.stats = {"stacked": 0, "node": 0, "act": 0, "exact": 0, "redone": 0, "early_exit_rows": 0, "windowed_passes": 0}
+        self.stats = {"stacked": 0, "node": 0, "act": 0, "exact": 0, "redone": 0, "early_exit_rows": 0, "windowed_passes": 0, "block_passes": 0}
         tm = self._trace(target)
         if tm is None:
             self.stats["exact"] = len(faults)
@@ -272,20 +280,30 @@ class FastEngine(Engine):
         pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
         pinned[r:] = True
         res = None
+        blk = None
         if mode == "act" and self.window and self._act_windowable(tm, cache, node, faults, cf):
             win = self._activation_window(tm, cache, node, faults, cf, all_inp)
             res = self._windows(tm).replay(node, win, all_inp, pinned, pinned.clone(), cache, early_exit=self.early_exit)
             if res is None:
                 return False
             self.stats["windowed_passes"] += 1
+        elif mode == "act" and self._act_blockable(cache, node, faults, cf):
+            blk = self._activation_block(tm, cache, node, faults, cf, all_inp)
         elif mode == "act":
             value = self._activation_values(tm, cache, node, faults, cf, all_inp)
         elif mode == "stacked":
-            value = self._stacked_values(target, tm, cache, node, pname, faults, cf, all_inp)
-            if value is None:
+            blk = self._stacked_block(target, tm, cache, node, pname, faults, cf, all_inp)
+            if blk is None:
                 value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
         else:
             value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
+        if blk is not None and self.blocks:
+            res = self._blocks(tm).replay(node, blk, all_inp, pinned, pinned.clone(), cache, early_exit=self.early_exit)
+            if res is None:
+                return False
+            self.stats["block_passes"] += 1
+        elif blk is not None:
+            value = write_blocks(cache[node], blk, all_inp)
         if res is None:
             res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
         golden_blk = data.golden[s : s + nb]
@@ -405,43 +423,70 @@ class FastEngine(Engine):
             return torch.nn.functional.linear(x, w, b)
         return mod._conv_forward(x, w, b)  # type: ignore[operator]
 
-    def _stacked_values(self, target, tm, cache, node, pname, faults, cf, inp) -> torch.Tensor | None:
+    def _stacked_block(self, target, tm, cache, node, pname, faults, cf, inp) -> Block | None:
+        """Each row's exact faulty output channel (row r of ``cf`` has fault ``faults[cf[r]]``; control rows get channel 0, clean)."""
         mod = tm.modules[str(node.target)]
         x = cache[node.args[0]]
+        clean = cache[node]
         if isinstance(mod, nn.Linear) and x.dim() != 2:
             return None
         if not self._stacked_ok_for(tm, cache, node, mod):
             return None
         w, b = mod.weight, mod.bias
         c_out = w.shape[0]
-        value = gather_rows(cache[node], inp)
-        uniq = [int(u) for u in dict.fromkeys(cf.tolist())]
-        slot_of = {}
-        with torch.no_grad():
-            for g0 in range(0, len(uniq), c_out):
-                grp = uniq[g0 : g0 + c_out]
-                sw = w.detach().clone()
-                sb = None if b is None else b.detach().clone()
-                chan = []
-                for slot, pos in enumerate(grp):
-                    f = faults[pos]
-                    o = f.index[0]
-                    sw[slot] = w[o]
-                    if sb is not None:
-                        sb[slot] = b[o]
-                    if pname == "weight":
-                        sw[(slot,) + tuple(f.index[1:])] = self._faulty_value(w, f)
-                    else:
-                        sb[slot] = self._faulty_value(b, f)  # type: ignore[index]
-                    slot_of[pos] = slot
-                    chan.append(o)
-                out = self._layer(mod, x, sw, sb)
-                sel = np.isin(cf, grp)
-                rows = torch.as_tensor(np.flatnonzero(sel), device=value.device)
-                slots = torch.as_tensor([slot_of[int(p)] for p in cf[sel]], device=value.device)
-                chans = torch.as_tensor([faults[int(p)].index[0] for p in cf[sel]], device=value.device)
-                value[rows, chans] = out[inp[rows], slots]
-        return value
+        g = clean[0].numel() // int(clean.shape[1])
+        r = len(cf)
+        dev = clean.device
+        uniq = np.array(list(dict.fromkeys(cf.tolist())), dtype=np.int64)
+        k = _positions(uniq, cf)  # row -> its fault's place in uniq: group k // c_out, slot k % c_out
+        ch = torch.zeros(len(inp), dtype=torch.long, device=dev)
+        ch[:r] = torch.from_numpy(np.array([faults[int(p)].index[0] for p in uniq], dtype=np.int64)[k]).to(dev)
+        val = clean_block(clean, inp, ch, g)
+        for g0 in range(0, len(uniq), c_out):
+            sw = w.detach().clone()
+            sb = None if b is None else b.detach().clone()
+            for slot, pos in enumerate(uniq[g0 : g0 + c_out].tolist()):
+                f = faults[pos]
+                o = f.index[0]
+                sw[slot] = w[o]
+                if sb is not None:
+                    sb[slot] = b[o]
+                if pname == "weight":
+                    sw[(slot,) + tuple(f.index[1:])] = self._faulty_value(w, f)
+                else:
+                    sb[slot] = self._faulty_value(b, f)  # type: ignore[index]
+            out = self._layer(mod, x, sw, sb)
+            sel = np.flatnonzero(k // c_out == g0 // c_out)
+            rows = torch.from_numpy(sel).to(dev)
+            slots = torch.from_numpy(k[sel] % c_out).to(dev)
+            val[rows] = clean_block(out, inp.index_select(0, rows), slots, g)
+        return Block(val, ch)
+
+    def _activation_block(self, tm, cache, node, faults, cf, inp) -> Block:
+        """Each row's faulty channel (its fault's ``index[0]``) with the fault applied; control rows get channel 0, clean."""
+        clean = cache[node]
+        shape = tuple(clean.shape[2:])
+        g = clean[0].numel() // int(clean.shape[1])
+        uniq = np.unique(cf)
+        ch = torch.zeros(len(inp), dtype=torch.long, device=clean.device)
+        ch[: len(cf)] = torch.from_numpy(np.array([faults[int(p)].index[0] for p in uniq], dtype=np.int64)[_positions(uniq, cf)]).to(clean.device)
+        val = clean_block(clean, inp, ch, g)
+        self._apply_act_faults(val, faults, cf, lambda f: (int(np.ravel_multi_index(f.index[1:], shape)) if shape else 0,))
+        return Block(val, ch)
+
+    @staticmethod
+    def _act_blockable(cache, node, faults, cf) -> bool:
+        """Single-element faults on an (N, C, ...) or (N, F) value: replay on each row's channel."""
+        v = cache.get(node)
+        if not isinstance(v, torch.Tensor) or v.dim() < 2:
+            return False
+        return all(faults[int(p)].index is not None and len(faults[int(p)].index) == v.dim() - 1 for p in np.unique(cf))
+
+    def _blocks(self, tm: TracedModel) -> BlockReplay:
+        b = self._block_of.get(id(tm))
+        if b is None or b.tm is not tm:
+            b = self._block_of[id(tm)] = BlockReplay(tm)
+        return b
 
     def _node_values(self, target, tm, cache, node, faults, cf, inp) -> torch.Tensor:
         value = gather_rows(cache[node], inp)
@@ -453,6 +498,13 @@ class FastEngine(Engine):
                 v = tm.call(node, cache.__getitem__)
             value[a:b] = gather_rows(v, inp[a:b])
         return value
+
+
+def _positions(uniq: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each of ``values``, its position in ``uniq`` (every value occurs there)."""
+    lut = np.empty(int(uniq.max()) + 1, dtype=np.int64)
+    lut[uniq] = np.arange(len(uniq))
+    return lut[values]
 
 
 __all__ = ["FastEngine", "DEFAULT_MAX_MEMORY"]

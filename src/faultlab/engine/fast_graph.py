@@ -42,6 +42,25 @@ def bucket(n: int) -> int:
     return max(MIN_ROWS, -(-n // step) * step)
 
 
+def keep_rows(same: torch.Tensor, pinned: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """After finishing the ``same`` rows: the positions of the rows to keep (None: all) and the new pinned mask.
+
+    Pinned rows are always kept, and finished rows stay as padding up to :func:`bucket` rows:
+    tiny batches would round differently, and a few batch shapes keep kernel set-ups cached.
+    """
+    keep = ~same | pinned
+    n_keep = int(keep.sum())
+    target = min(bucket(n_keep), len(keep))
+    if n_keep < target:
+        spare = torch.nonzero(~keep).squeeze(1)[: target - n_keep]
+        keep[spare] = True
+        pinned = pinned.clone()
+        pinned[spare] = True
+    if bool(keep.all()):
+        return None, pinned
+    return torch.nonzero(keep).squeeze(1), pinned
+
+
 class UnsupportedModel(Exception):
     """The model cannot be replayed node by node (the engine falls back to exact mode)."""
 
@@ -71,6 +90,22 @@ def gather_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     g = t.permute(perm).index_select(perm.index(0), rows)
     inv = [perm.index(d) for d in range(t.dim())]
     return g.permute(inv)
+
+
+_MAX_POOLS_2D = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+
+
+def run_pool(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``mod(x)``, with 2-D max pooling run on channels-last data (the result in ``x``'s layout).
+
+    The CPU kernel for channels-first maps is several times slower than the channels-last one,
+    which the fast engine feels on tens of thousands of small maps. Max pooling does no
+    arithmetic, and both kernels pick the same element (NaN and signed zeros included; tested).
+    """
+    if not isinstance(mod, _MAX_POOLS_2D) or x.dim() != 4 or x.shape[1] < 2 or getattr(mod, "return_indices", False):
+        return mod(x)
+    fmt = torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return mod(x.contiguous(memory_format=torch.channels_last)).contiguous(memory_format=fmt)
 
 
 def _gather(v: Any, rows: torch.Tensor) -> Any:
@@ -189,7 +224,10 @@ class TracedModel:
         if self.inplace[n]:
             args, kwargs = _clone(args), {k: _clone(v) for k, v in kwargs.items()}
         if n.op == "call_module":
-            return self.modules[str(n.target)](*args, **kwargs)
+            mod = self.modules[str(n.target)]
+            if isinstance(mod, _MAX_POOLS_2D) and len(args) == 1 and not kwargs:
+                return run_pool(mod, args[0])
+            return mod(*args, **kwargs)
         if n.op == "call_function":
             return n.target(*args, **kwargs)
         if n.op == "call_method":
@@ -352,19 +390,9 @@ class TracedModel:
             if not bool(same.any()):
                 return False
             finished[ids[same]] = True
-            keep = ~same | cur_pin
-            n_keep = int(keep.sum())
-            target = min(bucket(n_keep), len(keep))
-            if n_keep < target:
-                # keep finished rows as padding (and controls): tiny batches would round
-                # differently, and a few batch shapes keep kernel set-ups cached
-                spare = torch.nonzero(~keep).squeeze(1)[: target - n_keep]
-                keep[spare] = True
-                cur_pin = cur_pin.clone()
-                cur_pin[spare] = True
-            if bool(keep.all()):
+            idx, cur_pin = keep_rows(same, cur_pin)
+            if idx is None:
                 return bool(cur_pin.all())
-            idx = torch.nonzero(keep).squeeze(1)
             ids, cur_inp, cur_pin = ids[idx], cur_inp[idx], cur_pin[idx]
             for a in list(env):
                 env[a] = _gather(env[a], idx)
@@ -400,4 +428,4 @@ class TracedModel:
         return self.output_of(lookup)
 
 
-__all__ = ["TracedModel", "ReplayResult", "gather_rows", "bucket", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
+__all__ = ["TracedModel", "ReplayResult", "gather_rows", "bucket", "keep_rows", "run_pool", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_graph import MIN_ROWS, ReplayResult, TracedModel, bucket, gather_rows, rows_equal
+from .fast_graph import MIN_ROWS, ReplayResult, TracedModel, gather_rows, keep_rows, run_pool, rows_equal
 
 #: a node runs on its window only while the window covers less than this share of its map
 MAX_SHARE = 0.55
@@ -81,13 +81,19 @@ def _runs(*cols: np.ndarray) -> np.ndarray:
 _MAX_RUNS = 512
 
 
-def read_region(clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int) -> torch.Tensor:
-    """Rows' (R, C, hh, ww) values at per-row origins: ``win``'s crop where it lies, ``clean[inp]`` elsewhere, 0 off the map."""
+def read_region(
+    clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
+    layout: torch.memory_format | None = None,
+) -> torch.Tensor:
+    """Rows' (R, C, hh, ww) values at per-row origins: ``win``'s crop where it lies, ``clean[inp]`` elsewhere, 0 off the map.
+
+    The result has ``clean``'s memory layout unless ``layout`` names another.
+    """
     H, W = int(clean.shape[2]), int(clean.shape[3])
     cols = (oy, ox) if win is None else (oy, ox, win.oy, win.ox)
     starts = _runs(*cols)
     if len(starts) > _MAX_RUNS:
-        return _read_indexed(clean, win, inp, oy, ox, hh, ww)
+        return _read_indexed(clean, win, inp, oy, ox, hh, ww, layout)
     ends = np.r_[starts[1:], len(oy)]
     pieces = []
     for a, b in zip(starts.tolist(), ends.tolist()):
@@ -107,28 +113,56 @@ def read_region(clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: 
                 sl[:, :, iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = win.crop[a:b, :, iy0 - wy : iy1 - wy, ix0 - wx : ix1 - wx]
         pieces.append(sl)
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-    return out.contiguous(memory_format=_fmt(clean))
+    return out.contiguous(memory_format=layout or _fmt(clean))
 
 
-def _read_indexed(clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int) -> torch.Tensor:
-    """:func:`read_region` with one advanced-indexing gather (many distinct origins)."""
+#: channels-last (N*H*W, C) tables of recently read clean maps, keyed by the map's id
+_TABLES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _pixel_table(clean: torch.Tensor) -> torch.Tensor:
+    """``clean`` as an (N*H*W, C) table, one row per pixel (a view when the map is channels-last)."""
+    hit = _TABLES.get(id(clean))
+    if hit is not None and hit[0] is clean:
+        return hit[1]
+    table = clean.permute(0, 2, 3, 1).reshape(-1, clean.shape[1])
+    if len(_TABLES) >= 16:
+        _TABLES.clear()
+    _TABLES[id(clean)] = (clean, table)
+    return table
+
+
+def _read_indexed(
+    clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
+    layout: torch.memory_format | None = None,
+) -> torch.Tensor:
+    """:func:`read_region` with one gather of pixel rows (many distinct origins).
+
+    Every output pixel gets an index into one table: the clean map's pixels, then the crop's,
+    then a zero row for positions off the map.
+    """
     dev = clean.device
-    H, W = int(clean.shape[2]), int(clean.shape[3])
-    ys = torch.as_tensor(oy, device=dev)[:, None] + torch.arange(hh, device=dev)
-    xs = torch.as_tensor(ox, device=dev)[:, None] + torch.arange(ww, device=dev)
-    g = clean.permute(0, 2, 3, 1)[inp[:, None, None], ys.clamp(0, H - 1)[:, :, None], xs.clamp(0, W - 1)[:, None, :]]
+    N, C, H, W = (int(d) for d in clean.shape)
+    r = len(inp)
+    ys = torch.as_tensor(oy, device=dev)[:, None] + torch.arange(hh, device=dev)  # (R, hh)
+    xs = torch.as_tensor(ox, device=dev)[:, None] + torch.arange(ww, device=dev)  # (R, ww)
+    valid = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+    idx = (inp[:, None, None] * H + ys[:, :, None]) * W + xs[:, None, :]
+    parts = [_pixel_table(clean)]
+    base = N * H * W
     if win is not None:
         h, w = int(win.crop.shape[2]), int(win.crop.shape[3])
         cy = ys - torch.as_tensor(win.oy, device=dev)[:, None]
         cx = xs - torch.as_tensor(win.ox, device=dev)[:, None]
         inside = ((cy >= 0) & (cy < h))[:, :, None] & ((cx >= 0) & (cx < w))[:, None, :]
-        rr = torch.arange(len(inp), device=dev)[:, None, None]
-        c = win.crop.permute(0, 2, 3, 1)[rr, cy.clamp(0, h - 1)[:, :, None], cx.clamp(0, w - 1)[:, None, :]]
-        g = torch.where(inside[..., None], c, g)
-    if hh and ww and (int(oy.min()) < 0 or int(oy.max()) + hh > H or int(ox.min()) < 0 or int(ox.max()) + ww > W):
-        valid = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
-        g = torch.where(valid[..., None], g, torch.zeros((), dtype=g.dtype, device=dev))
-    return g.permute(0, 3, 1, 2).contiguous(memory_format=_fmt(clean))
+        rr = torch.arange(r, device=dev)[:, None, None]
+        idx = torch.where(inside, base + (rr * h + cy[:, :, None]) * w + cx[:, None, :], idx)
+        parts.append(win.crop.permute(0, 2, 3, 1).reshape(-1, C))
+        base += r * h * w
+    parts.append(clean.new_zeros((1, C)))
+    idx = torch.where(valid, idx, torch.full((), base, dtype=idx.dtype, device=dev))
+    g = torch.cat(parts).index_select(0, idx.reshape(-1)).view(r, hh, ww, C)
+    return g.permute(0, 3, 1, 2).contiguous(memory_format=layout or _fmt(clean))
 
 
 def materialize(clean: torch.Tensor, win: Window, inp: torch.Tensor) -> torch.Tensor:
@@ -182,7 +216,7 @@ class WindowReplay:
     def _apply(mod: nn.Module, region: torch.Tensor) -> torch.Tensor:
         if isinstance(mod, nn.Conv2d):
             return F.conv2d(region, mod.weight, mod.bias, mod.stride, 0, mod.dilation, mod.groups)
-        return F.max_pool2d(region, mod.kernel_size, mod.stride)
+        return run_pool(mod, region)
 
     def _size(self, n: Any, mod: nn.Module, geo: tuple, nh: int, nw: int, a: Any, cache: dict[Any, Any]) -> tuple[int, int] | None:
         """The window size to use for ``n`` (at least nh x nw): one whose cropped kernel is bit-exact on clean rows."""
@@ -257,8 +291,10 @@ class WindowReplay:
             first_y = -((-(win.oy + p[0] - (ke[0] - 1))) // s[0])
             first_x = -((-(win.ox + p[1] - (ke[1] - 1))) // s[1])
             oy, ox = np.clip(first_y, 0, OH - nh), np.clip(first_x, 0, OW - nw)
-            region = read_region(cache[a], win, inp, oy * s[0] - p[0], ox * s[1] - p[1], (nh - 1) * s[0] + ke[0], (nw - 1) * s[1] + ke[1])
-            return Window(self._apply(mod, region), oy, ox)
+            # max pooling reads its regions channels-last (the faster kernel; see run_pool), its output goes back to the clean layout
+            layout = torch.channels_last if isinstance(mod, nn.MaxPool2d) else None
+            region = read_region(cache[a], win, inp, oy * s[0] - p[0], ox * s[1] - p[1], (nh - 1) * s[0] + ke[0], (nw - 1) * s[1] + ke[1], layout)
+            return Window(self._apply(mod, region).contiguous(memory_format=_fmt(out_clean)), oy, ox)
         if n.op in ("call_function", "call_method"):
             table_u = _UNARY_FUNCTIONS if n.op == "call_function" else _UNARY_METHODS
             table_b = _BINARY_FUNCTIONS if n.op == "call_function" else _BINARY_METHODS
@@ -342,16 +378,8 @@ class WindowReplay:
                 same = eqs[a] if same is None else same & eqs[a]
             if early_exit and same is not None and bool((same & ~cur_pin).any()):
                 finished[ids[same]] = True
-                keep = ~same | cur_pin
-                n_keep = int(keep.sum())
-                target = min(bucket(n_keep), len(keep))
-                if n_keep < target:  # finished rows as padding: a few batch shapes, never tiny batches
-                    spare = torch.nonzero(~keep).squeeze(1)[: target - n_keep]
-                    keep[spare] = True
-                    cur_pin = cur_pin.clone()
-                    cur_pin[spare] = True
-                if not bool(keep.all()):
-                    idx = torch.nonzero(keep).squeeze(1)
+                idx, cur_pin = keep_rows(same, cur_pin)
+                if idx is not None:
                     ids, cur_inp, cur_pin, cur_ctrl = ids[idx], cur_inp[idx], cur_pin[idx], cur_ctrl[idx]
                     env = {a: w.take(idx) for a, w in env.items()}
                     eqs = {a: e[idx] for a, e in eqs.items()}
