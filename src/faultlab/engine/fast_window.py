@@ -136,33 +136,27 @@ def _read_indexed(
     clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
     layout: torch.memory_format | None = None,
 ) -> torch.Tensor:
-    """:func:`read_region` with one gather of pixel rows (many distinct origins).
-
-    Every output pixel gets an index into one table: the clean map's pixels, then the crop's,
-    then a zero row for positions off the map.
-    """
+    """:func:`read_region` with one gather of pixel rows (many distinct origins): the clean map's, then the crop's over them."""
     dev = clean.device
     N, C, H, W = (int(d) for d in clean.shape)
     r = len(inp)
     ys = torch.as_tensor(oy, device=dev)[:, None] + torch.arange(hh, device=dev)  # (R, hh)
     xs = torch.as_tensor(ox, device=dev)[:, None] + torch.arange(ww, device=dev)  # (R, ww)
-    valid = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
-    idx = (inp[:, None, None] * H + ys[:, :, None]) * W + xs[:, None, :]
-    parts = [_pixel_table(clean)]
-    base = N * H * W
+    valid = (((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]).reshape(-1)
+    idx = (inp[:, None, None] * H + ys.clamp(0, H - 1)[:, :, None]) * W + xs.clamp(0, W - 1)[:, None, :]
+    g = _pixel_table(clean).index_select(0, idx.reshape(-1))
     if win is not None:
         h, w = int(win.crop.shape[2]), int(win.crop.shape[3])
         cy = ys - torch.as_tensor(win.oy, device=dev)[:, None]
         cx = xs - torch.as_tensor(win.ox, device=dev)[:, None]
-        inside = ((cy >= 0) & (cy < h))[:, :, None] & ((cx >= 0) & (cx < w))[:, None, :]
+        inside = (((cy >= 0) & (cy < h))[:, :, None] & ((cx >= 0) & (cx < w))[:, None, :]).reshape(-1)
         rr = torch.arange(r, device=dev)[:, None, None]
-        idx = torch.where(inside, base + (rr * h + cy[:, :, None]) * w + cx[:, None, :], idx)
-        parts.append(win.crop.permute(0, 2, 3, 1).reshape(-1, C))
-        base += r * h * w
-    parts.append(clean.new_zeros((1, C)))
-    idx = torch.where(valid, idx, torch.full((), base, dtype=idx.dtype, device=dev))
-    g = torch.cat(parts).index_select(0, idx.reshape(-1)).view(r, hh, ww, C)
-    return g.permute(0, 3, 1, 2).contiguous(memory_format=layout or _fmt(clean))
+        cidx = ((rr * h + cy.clamp(0, h - 1)[:, :, None]) * w + cx.clamp(0, w - 1)[:, None, :]).reshape(-1)
+        sel = torch.nonzero(inside).squeeze(1)
+        g.index_copy_(0, sel, win.crop.permute(0, 2, 3, 1).reshape(-1, C).index_select(0, cidx.index_select(0, sel)))
+    if hh and ww and (int(oy.min()) < 0 or int(oy.max()) + hh > H or int(ox.min()) < 0 or int(ox.max()) + ww > W):
+        g.masked_fill_(~valid[:, None], 0)
+    return g.view(r, hh, ww, C).permute(0, 3, 1, 2).contiguous(memory_format=layout or _fmt(clean))
 
 
 def materialize(clean: torch.Tensor, win: Window, inp: torch.Tensor) -> torch.Tensor:
