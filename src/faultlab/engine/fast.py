@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask
+from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask, check_bits
 from ..faults import Fault
 from ..outcomes import FaultResult, aggregate, classify, pair_stats
 from ..targets.base import Target
@@ -136,10 +136,16 @@ class FastEngine(Engine):
             for _, p in m.named_parameters(recurse=False):
                 owners[id(p)] = owners.get(id(p), 0) + 1
         jobs, slow = [], []
+        sites: dict[tuple[str, str], Any] = {}
         for j, f in enumerate(faults):
-            try:
-                site = target.site(f.layer, f.site)
-            except Exception:
+            key = (f.layer, f.site)
+            if key not in sites:
+                try:
+                    sites[key] = target.site(f.layer, f.site)
+                except Exception:
+                    sites[key] = None
+            site = sites[key]
+            if site is None:
                 slow.append(f)  # the exact engine raises the proper error
                 continue
             nodes = tm.module_nodes.get(site.layer, [])
@@ -399,9 +405,6 @@ class FastEngine(Engine):
                 idx = (r,) + tuple(torch.as_tensor(np.stack(np.unravel_index(el.cpu().numpy(), shape))[d], device=value.device) for d in range(len(shape)))
                 value[idx] = apply_masks(value[idx], m, model)  # type: ignore[arg-type]
 
-    def _faulty_value(self, p: torch.Tensor, f: Fault) -> torch.Tensor:
-        return apply_fault_model(p[f.index].clone(), f.model, f.bits, value=f.value)
-
     def _stacked_ok_for(self, tm: TracedModel, cache, node, mod) -> bool:
         key = (id(tm), node.name)
         if key not in self._stacked_ok:
@@ -443,18 +446,18 @@ class FastEngine(Engine):
         ch[:r] = torch.from_numpy(np.array([faults[int(p)].index[0] for p in uniq], dtype=np.int64)[k]).to(dev)
         val = clean_block(clean, inp, ch, g)
         for g0 in range(0, len(uniq), c_out):
-            sw = w.detach().clone()
-            sb = None if b is None else b.detach().clone()
-            for slot, pos in enumerate(uniq[g0 : g0 + c_out].tolist()):
-                f = faults[pos]
-                o = f.index[0]
-                sw[slot] = w[o]
-                if sb is not None:
-                    sb[slot] = b[o]
-                if pname == "weight":
-                    sw[(slot,) + tuple(f.index[1:])] = self._faulty_value(w, f)
-                else:
-                    sb[slot] = self._faulty_value(b, f)  # type: ignore[index]
+            fs = [faults[int(p)] for p in uniq[g0 : g0 + c_out]]
+            # slot i holds fault i's output channel, the rest repeat channel 0: the layer's own shape
+            perm = torch.zeros(c_out, dtype=torch.long, device=dev)
+            perm[: len(fs)] = torch.as_tensor([f.index[0] for f in fs], device=dev)
+            sw = w.detach().index_select(0, perm)
+            sb = None if b is None else b.detach().index_select(0, perm)
+            slots = torch.arange(len(fs), device=dev)
+            if pname == "weight":
+                at = (slots,) + tuple(torch.as_tensor([f.index[d] for f in fs], device=dev) for d in range(1, w.dim()))
+                sw[at] = _faulty_elements(sw[at], fs)
+            else:
+                sb[slots] = _faulty_elements(sb[slots], fs)  # type: ignore[index]
             out = self._layer(mod, x, sw, sb)
             sel = np.flatnonzero(k // c_out == g0 // c_out)
             rows = torch.from_numpy(sel).to(dev)
@@ -498,6 +501,24 @@ class FastEngine(Engine):
                 v = tm.call(node, cache.__getitem__)
             value[a:b] = gather_rows(v, inp[a:b])
         return value
+
+
+def _faulty_elements(values: torch.Tensor, faults: Sequence[Fault]) -> torch.Tensor:
+    """``values[i]`` with fault ``faults[i]``'s model applied, bit models vectorised per model."""
+    out = values.clone()
+    width = values.element_size() * 8
+    by_model: dict[str, list[int]] = {}
+    for i, f in enumerate(faults):
+        if f.model in BIT_MODELS:
+            check_bits(f.bits, values.dtype)
+            by_model.setdefault(f.model, []).append(i)
+        else:
+            out[i : i + 1] = apply_fault_model(values[i : i + 1], f.model, f.bits, value=f.value)
+    for model, rows in by_model.items():
+        sel = torch.as_tensor(rows, device=values.device)
+        masks = torch.as_tensor([bit_mask(faults[i].bits, width) for i in rows], dtype=as_int_view(values[:0]).dtype, device=values.device)
+        out[sel] = apply_masks(values.index_select(0, sel), masks, model)  # type: ignore[arg-type]
+    return out
 
 
 def _positions(uniq: np.ndarray, values: np.ndarray) -> np.ndarray:
