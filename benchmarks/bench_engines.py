@@ -12,7 +12,7 @@ element in place with struct, full forward over all inputs, restore; a forward h
 activations), (d) PyTorchFI 0.6.0's ``fault_injection`` with a float32 bit-flip function
 (``declare_weight_fi`` / ``declare_neuron_fi``), plus the clean
 inference rate. Slower tools run fewer faults: the metric is a rate. Every time is the best
-of two runs (the machine may be shared). Prints a markdown table.
+of three runs (the machine may be shared). Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def pytorchfi_loop(target: TorchTarget, data: EvalSet, faults: list[Fault]) -> n
     return np.concatenate(codes)
 
 
-REPEATS = 2
+REPEATS = 3
 
 
 def timed(fn, *args) -> tuple[float, object]:
@@ -214,7 +214,7 @@ def main() -> None:
     scale = 0.1 if args.quick else 1.0
     (rn, resnet, xr, _), (dn, digits, xd, yd) = benchmark_models(args.inputs)
     rows = []
-    rows += bench_model(rn, resnet, xr, None, {"fast": int(24 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
+    rows += bench_model(rn, resnet, xr, None, {"fast": int(48 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
     rows += bench_model(dn, digits, xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5})
     cols = ["fast", "exact", "tf_injector-style", "PyTorchFI"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
