@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_graph import MIN_ROWS, ReplayResult, TracedModel, gather_rows, keep_rows, run_pool, rows_equal
+from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, run_pool, rows_equal
 
 #: modules applied to a block as they are: elementwise, no arithmetic that could round apart
 _EXACT_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -82,11 +82,11 @@ def write_blocks(clean: torch.Tensor, blk: Block, inp: torch.Tensor) -> torch.Te
     return full
 
 
-class BlockReplay:
+class BlockReplay(PartialReplay):
     """Replays a fault's downstream cone on per-row blocks while the nodes keep channels apart (see the module docstring)."""
 
     def __init__(self, tm: TracedModel) -> None:
-        self.tm = tm
+        super().__init__(tm)
         #: node -> did the block kernel reproduce the clean values on clean rows of every channel?
         self._ok: dict[Any, bool] = {}
 
@@ -176,65 +176,15 @@ class BlockReplay:
                 return None  # broadcast parameters, constants: leave to the whole-row replay
         return Block(fn(vals[0], vals[1]), b.ch)
 
-    # ----- the replay -----
-    def replay(
-        self, start: Any, blk: Block, inputs: torch.Tensor, pinned: torch.Tensor, control: torch.Tensor,
-        cache: dict[Any, Any], *, early_exit: bool = True,
-    ) -> ReplayResult | None:
-        """Like :meth:`TracedModel.replay`, for rows whose node ``start`` differs from clean only in ``blk``.
+    # ----- what a block is, for the replay loop -----
+    def _equal_clean(self, n: Any, part: Block, cache: dict[Any, Any], inp: torch.Tensor) -> torch.Tensor:
+        return rows_equal(part.val, clean_block(cache[n], inp, part.ch, int(part.val.shape[1])))
 
-        ``control`` marks the clean control rows (pinned too). A node whose control blocks
-        differ from the clean values is not used: the replay goes on with whole rows from that
-        node. None is returned when the start values of the controls are already wrong.
-        """
-        tm = self.tm
-        steps, last, _, _ = tm._plan(start)
-        dev = blk.val.device
-        ids = torch.arange(len(blk.val), device=dev)
-        finished = torch.zeros(len(blk.val), dtype=torch.bool, device=dev)
-        cur_inp, cur_pin, cur_ctrl = inputs, pinned, control
-        env: dict[Any, Block] = {start: blk}
-        eqs: dict[Any, torch.Tensor] = {start: rows_equal(blk.val, clean_block(cache[start], cur_inp, blk.ch, int(blk.val.shape[1])))}
-        if not bool(eqs[start][cur_ctrl].all()):
-            return None
-        i = -1
-        while True:
-            # rows whose every live block equals the clean values are finished (masked)
-            same = None
-            for e in eqs.values():
-                same = e if same is None else same & e
-            if early_exit and same is not None and bool((same & ~cur_pin).any()):
-                finished[ids[same]] = True
-                idx, cur_pin = keep_rows(same, cur_pin)
-                if idx is not None:
-                    ids, cur_inp, cur_pin, cur_ctrl = ids[idx], cur_inp[idx], cur_pin[idx], cur_ctrl[idx]
-                    env = {a: b.take(idx) for a, b in env.items()}
-                    eqs = {a: e[idx] for a, e in eqs.items()}
-                if bool(cur_pin.all()):
-                    return ReplayResult(None, ids, cur_pin, finished)
-            if i + 1 >= len(steps):
-                break
-            n = steps[i + 1]
-            out = self._step(n, env, cache, cur_inp)
-            if out is None:
-                break
-            # blocks are small: every row is compared where values can turn clean again, else only the controls
-            ref = clean_block(cache[n], cur_inp, out.ch, int(out.val.shape[1]))
-            if early_exit and tm._can_mask(n):
-                eq = rows_equal(out.val, ref)
-            else:
-                eq = torch.zeros(len(cur_inp), dtype=torch.bool, device=dev)
-                c = torch.nonzero(cur_ctrl).squeeze(1)
-                eq[c] = rows_equal(out.val.index_select(0, c), ref.index_select(0, c))
-            if not bool(eq[cur_ctrl].all()):
-                self._ok[n] = False  # never again on blocks; whole rows from here
-                break
-            i += 1
-            env[n], eqs[n] = out, eq
-            for a in [a for a in env if last.get(a, float("inf")) <= i]:
-                del env[a], eqs[a]
-        full_env = {a: write_blocks(cache[a], b, cur_inp) for a, b in env.items()}
-        return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
+    def _whole(self, clean: torch.Tensor, part: Block, inp: torch.Tensor) -> torch.Tensor:
+        return write_blocks(clean, part, inp)
+
+    def _refuse(self, n: Any, part: Block) -> None:
+        self._ok[n] = False  # never again on blocks
 
 
 __all__ = ["BlockReplay", "Block", "clean_block", "write_blocks", "is_channel"]

@@ -428,4 +428,92 @@ class TracedModel:
         return self.output_of(lookup)
 
 
-__all__ = ["TracedModel", "ReplayResult", "gather_rows", "bucket", "keep_rows", "run_pool", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
+class PartialReplay:
+    """Replays a fault's cone on a compact per-row *part* of each value, then hands over to whole rows.
+
+    Subclasses say what a part is (spatial windows, single-channel blocks): how a node runs on
+    parts (:meth:`_step`, None where it cannot), how a part compares with the clean values
+    (:meth:`_equal_clean`), how it is written into whole rows (:meth:`_whole`) and what to
+    remember when control rows disagree (:meth:`_refuse`). Parts have ``take(idx)``.
+    """
+
+    def __init__(self, tm: "TracedModel") -> None:
+        self.tm = tm
+
+    def _step(self, n: Any, env: dict[Any, Any], cache: dict[Any, Any], inp: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def _equal_clean(self, n: Any, part: Any, cache: dict[Any, Any], inp: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _whole(self, clean: torch.Tensor, part: Any, inp: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _refuse(self, n: Any, part: Any) -> None:
+        raise NotImplementedError
+
+    def _compare(self, n: Any, part: Any, cache: dict[Any, Any], inp: torch.Tensor, ctrl: torch.Tensor, every_row: bool) -> torch.Tensor:
+        """Rows whose part equals the clean values; with ``every_row`` False only the control rows are compared."""
+        if every_row:
+            return self._equal_clean(n, part, cache, inp)
+        eq = torch.zeros(len(inp), dtype=torch.bool, device=inp.device)
+        c = torch.nonzero(ctrl).squeeze(1)
+        if len(c):
+            eq[c] = self._equal_clean(n, part.take(c), cache, inp.index_select(0, c))
+        return eq
+
+    def replay(
+        self, start: Any, part: Any, inputs: torch.Tensor, pinned: torch.Tensor, control: torch.Tensor,
+        cache: dict[Any, Any], *, early_exit: bool = True,
+    ) -> "ReplayResult | None":
+        """Like :meth:`TracedModel.replay`, for rows whose node ``start`` differs from clean only inside ``part``.
+
+        ``control`` marks the clean control rows (pinned too). A node whose control parts differ
+        from the clean values (a kernel on parts rounding differently) is not used: the replay
+        goes on with whole rows from that node. None is returned when the start values of the
+        controls are already wrong.
+        """
+        tm = self.tm
+        steps, last, _, _ = tm._plan(start)
+        ids = torch.arange(len(inputs), device=inputs.device)
+        finished = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
+        cur_inp, cur_pin, cur_ctrl = inputs, pinned, control
+        env: dict[Any, Any] = {start: part}
+        eqs: dict[Any, torch.Tensor] = {start: self._equal_clean(start, part, cache, cur_inp)}  # per live node
+        if not bool(eqs[start][cur_ctrl].all()):
+            return None
+        i = -1
+        while True:
+            # rows whose every live part equals the clean values are finished (masked)
+            same = None
+            for e in eqs.values():
+                same = e if same is None else same & e
+            if early_exit and same is not None and bool((same & ~cur_pin).any()):
+                finished[ids[same]] = True
+                idx, cur_pin = keep_rows(same, cur_pin)
+                if idx is not None:
+                    ids, cur_inp, cur_pin, cur_ctrl = ids[idx], cur_inp[idx], cur_pin[idx], cur_ctrl[idx]
+                    env = {a: p.take(idx) for a, p in env.items()}
+                    eqs = {a: e[idx] for a, e in eqs.items()}
+                if bool(cur_pin.all()):
+                    return ReplayResult(None, ids, cur_pin, finished)
+            if i + 1 >= len(steps):
+                break
+            n = steps[i + 1]
+            out = self._step(n, env, cache, cur_inp)
+            if out is None:
+                break
+            # every row is compared where values can turn clean again (ReLU, max-pooling), else only the controls
+            eq = self._compare(n, out, cache, cur_inp, cur_ctrl, early_exit and tm._can_mask(n))
+            if not bool(eq[cur_ctrl].all()):
+                self._refuse(n, out)  # whole rows from here
+                break
+            i += 1
+            env[n], eqs[n] = out, eq
+            for a in [a for a in env if last.get(a, float("inf")) <= i]:
+                del env[a], eqs[a]
+        full_env = {a: self._whole(cache[a], p, cur_inp) for a, p in env.items()}
+        return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
+
+
+__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "run_pool", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]

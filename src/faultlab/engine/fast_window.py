@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_graph import MIN_ROWS, ReplayResult, TracedModel, gather_rows, keep_rows, run_pool, rows_equal
+from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, run_pool, rows_equal
 
 #: a node runs on its window only while the window covers less than this share of its map
 MAX_SHARE = 0.55
@@ -184,11 +184,11 @@ def _span(lo: np.ndarray, size: int, k_eff: int, stride: int, pad: int, out_len:
     return np.clip(first, 0, out_len - n), n
 
 
-class WindowReplay:
+class WindowReplay(PartialReplay):
     """Replays a fault's downstream cone on per-row windows while they stay small (see the module docstring)."""
 
     def __init__(self, tm: TracedModel) -> None:
-        self.tm = tm
+        super().__init__(tm)
         #: (node, h, w) -> the smallest window size >= (h, w) whose cropped kernel reproduced the clean values, or None
         self._sizes: dict[tuple[Any, int, int], tuple[int, int] | None] = {}
 
@@ -327,76 +327,16 @@ class WindowReplay:
                 vals.append(read_region(cache[a], w, inp, oy, ox, nh, nw))
         return Window(fn(vals[0], vals[1]), oy, ox)
 
-    # ----- the replay -----
-    def replay(
-        self, start: Any, win: Window, inputs: torch.Tensor, pinned: torch.Tensor, control: torch.Tensor,
-        cache: dict[Any, Any], *, early_exit: bool = True,
-    ) -> ReplayResult | None:
-        """Like :meth:`TracedModel.replay`, for rows whose node ``start`` differs from clean only inside ``win``.
+    # ----- what a window is, for the replay loop -----
+    def _equal_clean(self, n: Any, part: Window, cache: dict[Any, Any], inp: torch.Tensor) -> torch.Tensor:
+        h, w = int(part.crop.shape[2]), int(part.crop.shape[3])
+        return rows_equal(part.crop, read_region(cache[n], None, inp, part.oy, part.ox, h, w))
 
-        ``control`` marks the clean control rows (pinned too). A windowed node whose control
-        windows differ from the clean values (a cropped kernel rounding differently) is not
-        used: the replay goes on with whole maps from that node. None is returned when the
-        start values of the controls are already wrong.
-        """
-        tm = self.tm
-        steps, last, _, _ = tm._plan(start)
-        dev = win.crop.device
-        R = int(win.crop.shape[0])
-        ids = torch.arange(R, device=dev)
-        finished = torch.zeros(R, dtype=torch.bool, device=dev)
-        cur_inp, cur_pin, cur_ctrl = inputs, pinned, control
-        env: dict[Any, Window] = {start: win}
-        eqs: dict[Any, torch.Tensor] = {}  # per live node: rows whose window equals the clean values
+    def _whole(self, clean: torch.Tensor, part: Window, inp: torch.Tensor) -> torch.Tensor:
+        return materialize(clean, part, inp)
 
-        def equal_clean(a: Any, w: Window, every_row: bool = True) -> torch.Tensor:
-            """Rows whose window equals the clean values; with ``every_row`` False only the control rows are compared."""
-            h, ww = int(w.crop.shape[2]), int(w.crop.shape[3])
-            if every_row:
-                return rows_equal(w.crop, read_region(cache[a], None, cur_inp, w.oy, w.ox, h, ww))
-            eq = torch.zeros(len(cur_inp), dtype=torch.bool, device=dev)
-            c = torch.nonzero(cur_ctrl).squeeze(1)
-            if len(c):
-                cn = c.cpu().numpy()
-                eq[c] = rows_equal(w.crop.index_select(0, c), read_region(cache[a], None, cur_inp.index_select(0, c), w.oy[cn], w.ox[cn], h, ww))
-            return eq
-
-        eqs[start] = equal_clean(start, win)
-        if not bool(eqs[start][cur_ctrl].all()):
-            return None
-        i = -1
-        while True:
-            # rows whose every live window equals the clean values are finished (masked)
-            same = None
-            for a in env:
-                same = eqs[a] if same is None else same & eqs[a]
-            if early_exit and same is not None and bool((same & ~cur_pin).any()):
-                finished[ids[same]] = True
-                idx, cur_pin = keep_rows(same, cur_pin)
-                if idx is not None:
-                    ids, cur_inp, cur_pin, cur_ctrl = ids[idx], cur_inp[idx], cur_pin[idx], cur_ctrl[idx]
-                    env = {a: w.take(idx) for a, w in env.items()}
-                    eqs = {a: e[idx] for a, e in eqs.items()}
-                if bool(cur_pin.all()):
-                    return ReplayResult(None, ids, cur_pin, finished)
-            if i + 1 >= len(steps):
-                break
-            n = steps[i + 1]
-            out = self._step(n, env, cache, cur_inp)
-            if out is None:
-                break
-            # every row is compared where values can turn clean again (ReLU, max-pooling), else only the controls
-            eq = equal_clean(n, out, early_exit and tm._can_mask(n))
-            if not bool(eq[cur_ctrl].all()):
-                key = (n, int(out.crop.shape[2]), int(out.crop.shape[3]))
-                self._sizes[key] = None  # never again on this window size; whole maps from here
-                break
-            i += 1
-            env[n], eqs[n] = out, eq
-            for a in [a for a in env if last.get(a, float("inf")) <= i]:
-                del env[a], eqs[a]
-        full_env = {a: materialize(cache[a], w, cur_inp) for a, w in env.items()}
-        return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
+    def _refuse(self, n: Any, part: Window) -> None:
+        self._sizes[(n, int(part.crop.shape[2]), int(part.crop.shape[3]))] = None  # never again on this window size
 
 
 __all__ = ["WindowReplay", "Window", "read_region", "materialize", "MAX_SHARE"]
