@@ -9,19 +9,12 @@ from torch import nn
 import faultlab.engine.fast_block as fb
 from _helpers import compare, random_faults
 from faultlab.bits import as_int_view
-from faultlab.datasets import load_dataset
 from faultlab.engine import EvalSet
 from faultlab.engine.fast import FastEngine
 from faultlab.engine.fast_graph import run_pool
 from faultlab.faults import Fault
 from faultlab.targets.torch import TorchTarget
 from test_window import _target
-
-
-@pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits", split="test")
-    return ds.x[:64].copy(), ds.y[:64]
 
 
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

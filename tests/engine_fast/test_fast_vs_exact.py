@@ -59,13 +59,6 @@ def _randomize_bn(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits", split="test")
-    # standard strides: the exact engine gathers inputs into standard strides for activation faults
-    return ds.x[:64].copy(), ds.y[:64]
-
-
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "digits":

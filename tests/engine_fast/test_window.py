@@ -9,7 +9,6 @@ from torch import nn
 
 import faultlab.engine.fast_window as fw
 from _helpers import compare, random_faults
-from faultlab.datasets import load_dataset
 from faultlab.engine import EvalSet
 from faultlab.engine.fast import FastEngine
 from faultlab.faults import Fault
@@ -35,12 +34,6 @@ class FunctionalNet(nn.Module):
         r += h
         h = self.pool(F.relu(self.c2(r)) * 0.5 + r)
         return self.fc(torch.flatten(h, 1))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    ds = load_dataset("digits", split="test")
-    return ds.x[:64].copy(), ds.y[:64]
 
 
 def _brute_region(clean, win, inp, oy, ox, hh, ww):
