@@ -104,6 +104,7 @@ def test_windows_change_nothing_but_speed(digits):
         np.testing.assert_array_equal(p.codes, q.codes)
         assert (p.masked, p.non_critical, p.sdc1, p.sdc5, p.due) == (q.masked, q.non_critical, q.sdc1, q.sdc5, q.due)
     assert on.stats["windowed_passes"] > 0 and off.stats["windowed_passes"] == 0
+    assert not fw._TABLES  # no clean map outlives its block
 
 
 def test_cropped_kernel_that_rounds_differently_is_not_used(digits, monkeypatch):

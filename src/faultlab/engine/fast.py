@@ -44,7 +44,7 @@ from ._base import Engine, EvalSet
 from .exact import ExactEngine
 from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
 from .fast_block import Block, BlockReplay, clean_block, write_blocks
-from .fast_window import Window, WindowReplay, read_region
+from .fast_window import Window, WindowReplay, forget_tables, read_region
 
 log = logging.getLogger("faultlab")
 
@@ -190,6 +190,7 @@ class FastEngine(Engine):
             with torch.no_grad():
                 fast_results, slow = self._run_fast(target, tm, data, faults)
         except UnsupportedModel as e:
+            forget_tables()
             log.warning("fast engine: %s; using the exact engine", e)
             self._traced[id(target)] = (target.model, None)  # type: ignore[attr-defined]
             fast_results, slow = [], list(faults)
@@ -236,6 +237,7 @@ class FastEngine(Engine):
                         redo.update(int(v) for v in np.unique(cf))
                         log.info("fast engine: control rows disagreed at %s; %d faults go to the exact engine", node.name, len(np.unique(cf)))
             del cache
+            forget_tables()
         for job in jobs:
             if job.pos not in redo:
                 stacked = job.mode == "stacked" and self._stacked_ok.get((id(tm), job.node.name), False)

@@ -132,6 +132,11 @@ def _pixel_table(clean: torch.Tensor) -> torch.Tensor:
     return table
 
 
+def forget_tables() -> None:
+    """Drop the pixel tables of clean maps (called when a block's clean cache is dropped, so memory stays bounded)."""
+    _TABLES.clear()
+
+
 def _read_indexed(
     clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
     layout: torch.memory_format | None = None,
@@ -339,4 +344,4 @@ class WindowReplay(PartialReplay):
         self._sizes[(n, int(part.crop.shape[2]), int(part.crop.shape[3]))] = None  # never again on this window size
 
 
-__all__ = ["WindowReplay", "Window", "read_region", "materialize", "MAX_SHARE"]
+__all__ = ["WindowReplay", "Window", "read_region", "materialize", "forget_tables", "MAX_SHARE"]
