@@ -68,6 +68,33 @@ def test_read_region_and_materialize_match_brute_force(max_runs, monkeypatch):
     torch.testing.assert_close(full, want, rtol=0, atol=0)
 
 
+def test_read_region_with_one_crop_offset_and_either_layout():
+    """Every crop at the same place in its region (one strided copy), read in both layouts, also from channels-last maps."""
+    g = torch.Generator().manual_seed(3)
+    rng = np.random.default_rng(4)
+    inp = torch.tensor([4, 1, 1, 0, 5])
+    oy, ox = rng.integers(-1, 6, 5), rng.integers(-1, 4, 5)
+    win = fw.Window(torch.randn(5, 3, 2, 3, generator=g), oy + 1, ox + 1)
+    for clean in (torch.randn(6, 3, 9, 7, generator=g), torch.randn(6, 3, 9, 7, generator=g).to(memory_format=torch.channels_last)):
+        fw.forget_tables()
+        want = _brute_region(clean, win, inp, oy, ox, 4, 5)
+        for layout in (None, torch.channels_last, torch.contiguous_format):
+            got = fw.read_region(clean, win, inp, oy, ox, 4, 5, layout)
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+            fmt = layout or (torch.channels_last if not clean.is_contiguous() else torch.contiguous_format)
+            assert got.is_contiguous(memory_format=fmt)
+
+
+def test_rows_equal_is_bitwise_across_layouts():
+    a = torch.randn(4, 3, 2, 2)
+    b = a.contiguous(memory_format=torch.channels_last)
+    b[1, 2, 1, 0] = -b[1, 2, 1, 0] if b[1, 2, 1, 0] != 0 else 1.0
+    b[2, 0, 0, 0] = torch.nan
+    a[3, 1, 0, 1], b[3, 1, 0, 1] = 0.0, -0.0  # equal as floats, not as bits
+    assert fw.rows_equal(a, b).tolist() == [True, False, False, False]
+    assert fw.rows_equal(a, a.contiguous(memory_format=torch.channels_last)).all()
+
+
 def _target(name: str, x: np.ndarray) -> TorchTarget:
     torch.manual_seed(0)
     model = {

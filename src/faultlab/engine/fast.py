@@ -366,7 +366,8 @@ class FastEngine(Engine):
     def _activation_window(self, tm, cache, node, faults, cf, inp) -> Window:
         """Each row's faulty element as a 1x1 window (all channels) at the fault's position."""
         r = len(cf)
-        pos = np.array([faults[int(p)].index[1:] for p in cf], dtype=np.int64).reshape(r, 2)
+        uniq, which = np.unique(cf, return_inverse=True)  # one look-up per fault, not per row
+        pos = np.array([faults[int(p)].index[1:] for p in uniq], dtype=np.int64).reshape(len(uniq), 2)[which.reshape(-1)]
         pos = np.concatenate([pos, np.repeat(pos[:1], len(inp) - r, axis=0)])  # control rows sit where the first fault sits
         oy, ox = pos[:, 0].copy(), pos[:, 1].copy()
         crop = read_region(cache[node], None, inp, oy, ox, 1, 1)

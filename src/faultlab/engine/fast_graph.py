@@ -131,9 +131,8 @@ def _clone(v: Any) -> Any:
 
 def rows_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per row: are ``a`` and ``b`` bit-identical (the outcome's definition of masked)?"""
-    ai = as_int_view(a.contiguous()).reshape(a.shape[0], -1)
-    bi = as_int_view(b.contiguous()).reshape(b.shape[0], -1)
-    return ~torch.ne(ai, bi).any(dim=1)
+    ne = torch.ne(as_int_view(a), as_int_view(b))  # any layouts: no contiguous copies
+    return ~ne.any(dim=tuple(range(1, ne.dim()))) if ne.dim() > 1 else ~ne
 
 
 @dataclass

@@ -77,7 +77,7 @@ def _runs(*cols: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
-#: beyond this many runs of equal origins per pass, regions are gathered element-wise in one call
+#: beyond this many runs of equal origins per pass, crops are written into whole maps element-wise in one call
 _MAX_RUNS = 512
 
 
@@ -87,81 +87,75 @@ def read_region(
 ) -> torch.Tensor:
     """Rows' (R, C, hh, ww) values at per-row origins: ``win``'s crop where it lies, ``clean[inp]`` elsewhere, 0 off the map.
 
-    The result has ``clean``'s memory layout unless ``layout`` names another.
+    One gather from a strided patch view of the (zero-bordered, channels-last) clean map, then one
+    write of the crops' pixels. The result has ``clean``'s memory layout unless ``layout`` names another.
     """
-    H, W = int(clean.shape[2]), int(clean.shape[3])
-    cols = (oy, ox) if win is None else (oy, ox, win.oy, win.ox)
-    starts = _runs(*cols)
-    if len(starts) > _MAX_RUNS:
-        return _read_indexed(clean, win, inp, oy, ox, hh, ww, layout)
-    ends = np.r_[starts[1:], len(oy)]
-    pieces = []
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        y0, x0 = int(oy[a]), int(ox[a])
-        ylo, yhi, xlo, xhi = max(y0, 0), min(y0 + hh, H), max(x0, 0), min(x0 + ww, W)
-        if ylo >= yhi or xlo >= xhi:  # wholly off the map
-            sl = clean.new_zeros((b - a, clean.shape[1], hh, ww))
-        else:
-            sl = clean[:, :, ylo:yhi, xlo:xhi].index_select(0, inp[a:b])
-        if sl.shape[2:] != (hh, ww):
-            sl = F.pad(sl, (xlo - x0, x0 + ww - xhi, ylo - y0, y0 + hh - yhi))
-        if win is not None:
-            wy, wx = int(win.oy[a]), int(win.ox[a])
-            h, w = int(win.crop.shape[2]), int(win.crop.shape[3])
-            iy0, iy1, ix0, ix1 = max(y0, wy), min(y0 + hh, wy + h), max(x0, wx), min(x0 + ww, wx + w)
-            if iy0 < iy1 and ix0 < ix1:
-                sl[:, :, iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = win.crop[a:b, :, iy0 - wy : iy1 - wy, ix0 - wx : ix1 - wx]
-        pieces.append(sl)
-    out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-    return out.contiguous(memory_format=layout or _fmt(clean))
+    N, C, H, W = (int(d) for d in clean.shape)
+    r = len(inp)
+    if r == 0 or hh == 0 or ww == 0:
+        return clean.new_zeros((r, C, hh, ww)).contiguous(memory_format=layout or _fmt(clean))
+    m = max(0, -int(oy.min()), int(oy.max()) + hh - H, -int(ox.min()), int(ox.max()) + ww - W)
+    table, m = _padded_table(clean, m)  # (N, Hp, Wp, C), Hp = H + 2m, Wp = W + 2m
+    hp, wp = H + 2 * m, W + 2 * m
+    # one table row per pixel, reading ww pixels on from it: a patch is hh such rows (runs past a
+    # map row's end are never read, since the origins keep every patch inside the bordered map)
+    runs = table.as_strided((N * hp * wp - (ww - 1), ww * C), (C, 1))
+    dev = clean.device
+    starts = (inp[:, None] * hp + torch.as_tensor(oy + m, device=dev)[:, None] + torch.arange(hh, device=dev)) * wp
+    starts = starts + torch.as_tensor(ox + m, device=dev)[:, None]
+    g = runs.index_select(0, starts.reshape(-1)).view(r, hh, ww, C)
+    if win is not None:
+        _splice(g, win, oy, ox)
+    return g.permute(0, 3, 1, 2).contiguous(memory_format=layout or _fmt(clean))
 
 
-#: channels-last (N*H*W, C) tables of recently read clean maps, keyed by the map's id
-_TABLES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+#: zero-bordered channels-last copies of recently read clean maps, keyed by the map's id
+_TABLES: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
 
-def _pixel_table(clean: torch.Tensor) -> torch.Tensor:
-    """``clean`` as an (N*H*W, C) table, one row per pixel (a view when the map is channels-last)."""
+def _padded_table(clean: torch.Tensor, margin: int) -> tuple[torch.Tensor, int]:
+    """``clean`` as a contiguous (N, H + 2b, W + 2b, C) table with a zero border b >= ``margin``, and b; memoized per map."""
     hit = _TABLES.get(id(clean))
-    if hit is not None and hit[0] is clean:
-        return hit[1]
-    table = clean.permute(0, 2, 3, 1).reshape(-1, clean.shape[1])
+    if hit is not None and hit[0] is clean and hit[1] >= margin:
+        return hit[2], hit[1]
+    table = clean.permute(0, 2, 3, 1)
+    if margin:
+        table = F.pad(table, (0, 0, margin, margin, margin, margin))
+    table = table.contiguous()
     if len(_TABLES) >= 16:
         _TABLES.clear()
-    _TABLES[id(clean)] = (clean, table)
-    return table
+    _TABLES[id(clean)] = (clean, margin, table)
+    return table, margin
 
 
 def forget_tables() -> None:
-    """Drop the pixel tables of clean maps (called when a block's clean cache is dropped, so memory stays bounded)."""
+    """Drop the memoized tables of clean maps (called when a block's clean cache is dropped, so memory stays bounded)."""
     _TABLES.clear()
 
 
-def _read_indexed(
-    clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
-    layout: torch.memory_format | None = None,
-) -> torch.Tensor:
-    """:func:`read_region` with one gather of pixel rows (many distinct origins): the clean map's, then the crop's over them."""
-    dev = clean.device
-    N, C, H, W = (int(d) for d in clean.shape)
-    r = len(inp)
-    ys = torch.as_tensor(oy, device=dev)[:, None] + torch.arange(hh, device=dev)  # (R, hh)
-    xs = torch.as_tensor(ox, device=dev)[:, None] + torch.arange(ww, device=dev)  # (R, ww)
-    valid = (((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]).reshape(-1)
-    idx = (inp[:, None, None] * H + ys.clamp(0, H - 1)[:, :, None]) * W + xs.clamp(0, W - 1)[:, None, :]
-    g = _pixel_table(clean).index_select(0, idx.reshape(-1))
-    if win is not None:
-        h, w = int(win.crop.shape[2]), int(win.crop.shape[3])
-        cy = ys - torch.as_tensor(win.oy, device=dev)[:, None]
-        cx = xs - torch.as_tensor(win.ox, device=dev)[:, None]
-        inside = (((cy >= 0) & (cy < h))[:, :, None] & ((cx >= 0) & (cx < w))[:, None, :]).reshape(-1)
-        rr = torch.arange(r, device=dev)[:, None, None]
-        cidx = ((rr * h + cy.clamp(0, h - 1)[:, :, None]) * w + cx.clamp(0, w - 1)[:, None, :]).reshape(-1)
-        sel = torch.nonzero(inside).squeeze(1)
-        g.index_copy_(0, sel, win.crop.permute(0, 2, 3, 1).reshape(-1, C).index_select(0, cidx.index_select(0, sel)))
-    if hh and ww and (int(oy.min()) < 0 or int(oy.max()) + hh > H or int(ox.min()) < 0 or int(ox.max()) + ww > W):
-        g.masked_fill_(~valid[:, None], 0)
-    return g.view(r, hh, ww, C).permute(0, 3, 1, 2).contiguous(memory_format=layout or _fmt(clean))
+def _splice(g: torch.Tensor, win: Window, oy: np.ndarray, ox: np.ndarray) -> None:
+    """Write ``win``'s crop pixels into the rows' channels-last regions ``g`` (R, hh, ww, C) at origins (oy, ox), in place."""
+    r, hh, ww, c = (int(d) for d in g.shape)
+    h, w = int(win.crop.shape[2]), int(win.crop.shape[3])
+    dy, dx = win.oy - oy, win.ox - ox  # crop origin inside the region, per row
+    src = win.crop.permute(0, 2, 3, 1)
+    inside = dy.min() >= 0 and (dy + h).max() <= hh and dx.min() >= 0 and (dx + w).max() <= ww
+    if inside and (dy == dy[0]).all() and (dx == dx[0]).all():  # one offset for every row: one strided copy
+        y, x = int(dy[0]), int(dx[0])
+        g[:, y : y + h, x : x + w] = src
+        return
+    # otherwise pixel by pixel (keeping only those that land inside the region)
+    dev = g.device
+    ys = torch.as_tensor(dy, device=dev)[:, None] + torch.arange(h, device=dev)  # (R, h)
+    xs = torch.as_tensor(dx, device=dev)[:, None] + torch.arange(w, device=dev)  # (R, w)
+    rows = torch.arange(r, device=dev)[:, None, None]
+    dst = ((rows * hh + ys.clamp(0, hh - 1)[:, :, None]) * ww + xs.clamp(0, ww - 1)[:, None, :]).reshape(-1)
+    src = src.reshape(-1, c)
+    if not inside:
+        ok = (((ys >= 0) & (ys < hh))[:, :, None] & ((xs >= 0) & (xs < ww))[:, None, :]).reshape(-1)
+        sel = torch.nonzero(ok).squeeze(1)
+        dst, src = dst.index_select(0, sel), src.index_select(0, sel)
+    g.view(-1, c).index_copy_(0, dst, src)
 
 
 def materialize(clean: torch.Tensor, win: Window, inp: torch.Tensor) -> torch.Tensor:
@@ -335,7 +329,8 @@ class WindowReplay(PartialReplay):
     # ----- what a window is, for the replay loop -----
     def _equal_clean(self, n: Any, part: Window, cache: dict[Any, Any], inp: torch.Tensor) -> torch.Tensor:
         h, w = int(part.crop.shape[2]), int(part.crop.shape[3])
-        return rows_equal(part.crop, read_region(cache[n], None, inp, part.oy, part.ox, h, w))
+        # the clean region channels-last, as gathered: the comparison takes any layout
+        return rows_equal(part.crop, read_region(cache[n], None, inp, part.oy, part.ox, h, w, torch.channels_last))
 
     def _whole(self, clean: torch.Tensor, part: Window, inp: torch.Tensor) -> torch.Tensor:
         return materialize(clean, part, inp)
