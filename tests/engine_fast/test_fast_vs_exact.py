@@ -157,3 +157,4 @@ def test_small_max_memory_gives_identical_results(digits):
 def test_make_engine_builds_fast():
     eng = make_engine("fast", batch_size=64, max_memory=1 << 20)
     assert isinstance(eng, FastEngine) and eng.name == "fast" and eng.max_memory == 1 << 20
+

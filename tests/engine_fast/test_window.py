@@ -1,6 +1,8 @@
 """Spatial-window replay: region reads against brute force, and outcome codes equal to the exact engine's."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -50,9 +52,10 @@ def _brute_region(clean, win, inp, oy, ox, hh, ww):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("max_runs", [512, 0])
-def test_read_region_and_materialize_match_brute_force(max_runs, monkeypatch):
-    monkeypatch.setattr(fw, "_MAX_RUNS", max_runs)  # 0: the one-gather path
+@pytest.mark.parametrize("max_runs,budget", [(512, None), (0, None), (512, 1 << 20)])
+def test_read_region_and_materialize_match_brute_force(max_runs, budget, monkeypatch):
+    monkeypatch.setattr(fw, "_MAX_RUNS", max_runs)  # 0: crops written into whole maps in one call
+    tables = None if budget is None else fw.MapTables(budget)  # regions from a bordered copy, else from the map
     g = torch.Generator().manual_seed(0)
     clean = torch.randn(6, 3, 9, 7, generator=g)
     inp = torch.tensor([0, 0, 3, 5, 5, 2, 1])
@@ -61,8 +64,9 @@ def test_read_region_and_materialize_match_brute_force(max_runs, monkeypatch):
     for hh, ww in ((1, 1), (4, 5), (12, 10)):
         oy, ox = rng.integers(-3, 8, 7), rng.integers(-3, 6, 7)
         for w in (None, win):
-            got = fw.read_region(clean, w, inp, oy, ox, hh, ww)
+            got = fw.read_region(clean, w, inp, oy, ox, hh, ww, tables=tables)
             torch.testing.assert_close(got, _brute_region(clean, w, inp, oy, ox, hh, ww), rtol=0, atol=0)
+    assert budget is None or len(tables) == 1
     full = fw.materialize(clean, win, inp)
     want = _brute_region(clean, win, inp, np.zeros(7, int), np.zeros(7, int), 9, 7)
     torch.testing.assert_close(full, want, rtol=0, atol=0)
@@ -76,13 +80,27 @@ def test_read_region_with_one_crop_offset_and_either_layout():
     oy, ox = rng.integers(-1, 6, 5), rng.integers(-1, 4, 5)
     win = fw.Window(torch.randn(5, 3, 2, 3, generator=g), oy + 1, ox + 1)
     for clean in (torch.randn(6, 3, 9, 7, generator=g), torch.randn(6, 3, 9, 7, generator=g).to(memory_format=torch.channels_last)):
-        fw.forget_tables()
         want = _brute_region(clean, win, inp, oy, ox, 4, 5)
-        for layout in (None, torch.channels_last, torch.contiguous_format):
-            got = fw.read_region(clean, win, inp, oy, ox, 4, 5, layout)
+        for layout, tables in itertools.product((None, torch.channels_last, torch.contiguous_format), (None, fw.MapTables(1 << 20))):
+            got = fw.read_region(clean, win, inp, oy, ox, 4, 5, layout, tables)
             torch.testing.assert_close(got, want, rtol=0, atol=0)
             fmt = layout or (torch.channels_last if not clean.is_contiguous() else torch.contiguous_format)
             assert got.is_contiguous(memory_format=fmt)
+
+
+def test_map_tables_stay_within_their_budget():
+    """Copies are made while they fit and never evicted; a map that does not fit is read from the map itself."""
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(4, 2, 5, 5, generator=g), torch.randn(4, 2, 5, 5, generator=g)
+    one = 4 * 2 * 7 * 7 * 4  # a with a border of 1
+    tables = fw.MapTables(one + 10)
+    inp, oy, ox = torch.tensor([0, 3, 2]), np.array([-1, 2, 0]), np.array([1, -1, 3])
+    for clean in (a, b, a):
+        got = fw.read_region(clean, None, inp, oy, ox, 3, 3, tables=tables)
+        torch.testing.assert_close(got, _brute_region(clean, None, inp, oy, ox, 3, 3), rtol=0, atol=0)
+    assert len(tables) == 1 and tables.used == one and tables.get(b, 0) is None and tables.get(a, 1) is not None
+    tables.clear()
+    assert len(tables) == 0 and tables.used == 0
 
 
 def test_rows_equal_is_bitwise_across_layouts():
@@ -131,7 +149,7 @@ def test_windows_change_nothing_but_speed(digits):
         np.testing.assert_array_equal(p.codes, q.codes)
         assert (p.masked, p.non_critical, p.sdc1, p.sdc5, p.due) == (q.masked, q.non_critical, q.sdc1, q.sdc5, q.due)
     assert on.stats["windowed_passes"] > 0 and off.stats["windowed_passes"] == 0
-    assert not fw._TABLES  # no clean map outlives its block
+    assert all(len(w.tables) == 0 for w in on._window_of.values())  # no copy of a clean map outlives its block
 
 
 def test_cropped_kernel_that_rounds_differently_is_not_used(digits, monkeypatch):

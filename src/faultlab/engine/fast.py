@@ -44,7 +44,7 @@ from ._base import Engine, EvalSet
 from .exact import ExactEngine
 from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
 from .fast_block import Block, BlockReplay, clean_block, write_blocks
-from .fast_window import Window, WindowReplay, forget_tables, read_region
+from .fast_window import Window, WindowReplay, read_region
 
 log = logging.getLogger("faultlab")
 
@@ -190,7 +190,7 @@ class FastEngine(Engine):
             with torch.no_grad():
                 fast_results, slow = self._run_fast(target, tm, data, faults)
         except UnsupportedModel as e:
-            forget_tables()
+            self._windows(tm).tables.clear()
             log.warning("fast engine: %s; using the exact engine", e)
             self._traced[id(target)] = (target.model, None)  # type: ignore[attr-defined]
             fast_results, slow = [], list(faults)
@@ -211,7 +211,10 @@ class FastEngine(Engine):
         nb = max(1, min(self.batch_size, n, cache_budget // max(tm.cache_row_bytes(), 1)))
         if nb < MIN_ROWS:
             nb = min(MIN_ROWS, n, self.batch_size)
-        raw = (self.max_memory - nb * tm.cache_row_bytes()) // tm.replay_row_bytes()
+        # copies of clean maps for window reads (see MapTables) get an eighth of the budget
+        tables = self._windows(tm).tables
+        tables.budget = self.max_memory // 8 if self.window else 0
+        raw = (self.max_memory - nb * tm.cache_row_bytes() - tables.budget) // tm.replay_row_bytes()
         step = MIN_ROWS if raw <= 1024 else 4 * MIN_ROWS
         rows_max = max(MIN_ROWS, raw // step * step) - 1  # plus one control row: a full bucket
         log.debug("fast engine: %d inputs per cached block, %d rows per replay pass", nb, rows_max)
@@ -236,8 +239,8 @@ class FastEngine(Engine):
                     if not ok:
                         redo.update(int(v) for v in np.unique(cf))
                         log.info("fast engine: control rows disagreed at %s; %d faults go to the exact engine", node.name, len(np.unique(cf)))
+            tables.clear()
             del cache
-            forget_tables()
         for job in jobs:
             if job.pos not in redo:
                 stacked = job.mode == "stacked" and self._stacked_ok.get((id(tm), job.node.name), False)
@@ -370,7 +373,7 @@ class FastEngine(Engine):
         pos = np.array([faults[int(p)].index[1:] for p in uniq], dtype=np.int64).reshape(len(uniq), 2)[which.reshape(-1)]
         pos = np.concatenate([pos, np.repeat(pos[:1], len(inp) - r, axis=0)])  # control rows sit where the first fault sits
         oy, ox = pos[:, 0].copy(), pos[:, 1].copy()
-        crop = read_region(cache[node], None, inp, oy, ox, 1, 1)
+        crop = read_region(cache[node], None, inp, oy, ox, 1, 1, tables=self._windows(tm).tables)
         self._apply_act_faults(crop, faults, cf, lambda f: (f.index[0], 0, 0))
         return Window(crop, oy, ox)
 

@@ -83,79 +83,149 @@ _MAX_RUNS = 512
 
 def read_region(
     clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
-    layout: torch.memory_format | None = None,
+    layout: torch.memory_format | None = None, tables: "MapTables | None" = None,
 ) -> torch.Tensor:
     """Rows' (R, C, hh, ww) values at per-row origins: ``win``'s crop where it lies, ``clean[inp]`` elsewhere, 0 off the map.
 
-    One gather from a strided patch view of the (zero-bordered, channels-last) clean map, then one
-    write of the crops' pixels. The result has ``clean``'s memory layout unless ``layout`` names another.
+    Regions are gathered as runs of contiguous memory: from a zero-bordered channels-last copy of
+    the map when ``tables`` has (or has room for) one -- long runs, one gather --, else straight from
+    the map, rows that reach past its edge in a few groups by how far they reach. The crops are
+    then written over them. The result has ``clean``'s memory layout unless ``layout`` names another.
     """
     N, C, H, W = (int(d) for d in clean.shape)
     r = len(inp)
+    src_fmt = _fmt(clean)
     if r == 0 or hh == 0 or ww == 0:
-        return clean.new_zeros((r, C, hh, ww)).contiguous(memory_format=layout or _fmt(clean))
+        return clean.new_zeros((r, C, hh, ww)).contiguous(memory_format=layout or src_fmt)
     m = max(0, -int(oy.min()), int(oy.max()) + hh - H, -int(ox.min()), int(ox.max()) + ww - W)
-    table, m = _padded_table(clean, m)  # (N, Hp, Wp, C), Hp = H + 2m, Wp = W + 2m
-    hp, wp = H + 2 * m, W + 2 * m
-    # one table row per pixel, reading ww pixels on from it: a patch is hh such rows (runs past a
-    # map row's end are never read, since the origins keep every patch inside the bordered map)
-    runs = table.as_strided((N * hp * wp - (ww - 1), ww * C), (C, 1))
-    dev = clean.device
-    starts = (inp[:, None] * hp + torch.as_tensor(oy + m, device=dev)[:, None] + torch.arange(hh, device=dev)) * wp
-    starts = starts + torch.as_tensor(ox + m, device=dev)[:, None]
-    g = runs.index_select(0, starts.reshape(-1)).view(r, hh, ww, C)
+    hit = None if tables is None else tables.get(clean, m)
+    if hit is not None:
+        table, b = hit  # (N, H + 2b, W + 2b, C)
+        g = _gather_runs(table.permute(0, 3, 1, 2), inp, oy + b, ox + b, hh, ww)
+    else:
+        g = _read_direct(clean, inp, oy, ox, hh, ww)
     if win is not None:
         _splice(g, win, oy, ox)
-    return g.permute(0, 3, 1, 2).contiguous(memory_format=layout or _fmt(clean))
+    return g.contiguous(memory_format=layout or src_fmt)
 
 
-#: zero-bordered channels-last copies of recently read clean maps, keyed by the map's id
-_TABLES: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+def _read_direct(clean: torch.Tensor, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int) -> torch.Tensor:
+    """:func:`read_region`'s clean part read from the map itself, in its layout (0 off the map)."""
+    N, C, H, W = (int(d) for d in clean.shape)
+    r, src_fmt = len(inp), _fmt(clean)
+    src = clean if clean.is_contiguous(memory_format=src_fmt) else clean.contiguous(memory_format=src_fmt)
+    top, bottom = np.clip(-oy, 0, hh), np.clip(oy + hh - H, 0, hh)
+    left, right = np.clip(-ox, 0, ww), np.clip(ox + ww - W, 0, ww)
+    if not (top.any() or bottom.any() or left.any() or right.any()):
+        return _gather_runs(src, inp, oy, ox, hh, ww)
+    # some rows reach past the edge: gather the part on the map, group by group, into zeros
+    g = torch.zeros((r, C, hh, ww), dtype=clean.dtype, device=clean.device).contiguous(memory_format=src_fmt)
+    clips, which = np.unique(np.stack([top, bottom, left, right], axis=1), axis=0, return_inverse=True)
+    which = which.reshape(-1)
+    for k, (t, b, lo, ri) in enumerate(clips.tolist()):
+        hc, wc = hh - t - b, ww - lo - ri
+        if hc <= 0 or wc <= 0:
+            continue  # wholly off the map: zeros
+        if len(clips) == 1:
+            g[:, :, t : t + hc, lo : lo + wc] = _gather_runs(src, inp, oy + t, ox + lo, hc, wc)
+            continue
+        rows = np.flatnonzero(which == k)
+        rt = torch.as_tensor(rows, device=clean.device)
+        piece = _gather_runs(src, inp.index_select(0, rt), oy[rows] + t, ox[rows] + lo, hc, wc)
+        g.index_copy_(0, rt, F.pad(piece, (lo, ri, t, b)))
+    return g
 
 
-def _padded_table(clean: torch.Tensor, margin: int) -> tuple[torch.Tensor, int]:
-    """``clean`` as a contiguous (N, H + 2b, W + 2b, C) table with a zero border b >= ``margin``, and b; memoized per map."""
-    hit = _TABLES.get(id(clean))
-    if hit is not None and hit[0] is clean and hit[1] >= margin:
-        return hit[2], hit[1]
-    table = clean.permute(0, 2, 3, 1)
-    if margin:
-        table = F.pad(table, (0, 0, margin, margin, margin, margin))
-    table = table.contiguous()
-    if len(_TABLES) >= 16:
-        _TABLES.clear()
-    _TABLES[id(clean)] = (clean, margin, table)
-    return table, margin
+class MapTables:
+    """Zero-bordered channels-last copies of clean maps, made on a map's first read while they fit in ``budget`` bytes.
+
+    Regions of small channels-first maps are many short runs; from such a copy they are a few
+    long ones, several times faster to gather. Copies count against the engine's memory budget,
+    and a map that does not fit is read directly (no eviction: no copy is made twice per block).
+    """
+
+    def __init__(self, budget: int = 0) -> None:
+        self.budget = budget
+        self.used = 0
+        self._tables: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+
+    def get(self, clean: torch.Tensor, margin: int) -> tuple[torch.Tensor, int] | None:
+        """(table, border) with border >= ``margin`` for ``clean``, or None when no copy fits."""
+        hit = self._tables.get(id(clean))
+        if hit is not None and hit[0] is clean and hit[1] >= margin:
+            return hit[2], hit[1]
+        N, C, H, W = (int(d) for d in clean.shape)
+        size = N * C * (H + 2 * margin) * (W + 2 * margin) * clean.element_size()
+        old = hit[2].numel() * hit[2].element_size() if hit is not None and hit[0] is clean else 0
+        if self.used - old + size > self.budget:
+            return None
+        table = clean.permute(0, 2, 3, 1)
+        if margin:
+            table = F.pad(table, (0, 0, margin, margin, margin, margin))
+        self._tables[id(clean)] = (clean, margin, table.contiguous())
+        self.used += size - old
+        return self._tables[id(clean)][2], margin
+
+    def clear(self) -> None:
+        """Drop every copy (the engine calls this when a block's clean cache is dropped)."""
+        self._tables.clear()
+        self.used = 0
+
+    def __len__(self) -> int:
+        return len(self._tables)
 
 
-def forget_tables() -> None:
-    """Drop the memoized tables of clean maps (called when a block's clean cache is dropped, so memory stays bounded)."""
-    _TABLES.clear()
+def _gather_runs(src: torch.Tensor, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int) -> torch.Tensor:
+    """Rows' (R, C, hh, ww) regions lying wholly on the map ``src`` (contiguous, or channels-last), in ``src``'s layout.
+
+    A region is a set of runs of contiguous memory: hh runs of ww*C values channels-last, C*hh
+    runs of ww values channels-first. One ``index_select`` over a strided view whose rows are all
+    runs of that length gathers them all.
+    """
+    N, C, H, W = (int(d) for d in src.shape)
+    r, dev = len(inp), src.device
+    ys = torch.as_tensor(oy, device=dev)[:, None] + torch.arange(hh, device=dev)  # (R, hh)
+    xs = torch.as_tensor(ox, device=dev)[:, None]
+    if not src.is_contiguous():  # channels-last: pixel p's run holds pixels p..p+ww-1, all channels
+        runs = src.permute(0, 2, 3, 1).as_strided((N * H * W - (ww - 1), ww * C), (C, 1))
+        starts = (inp[:, None] * H + ys) * W + xs
+        return runs.index_select(0, starts.reshape(-1)).view(r, hh, ww, C).permute(0, 3, 1, 2)
+    runs = src.as_strided((N * C * H * W - (ww - 1), ww), (1, 1))
+    chan = torch.arange(C, device=dev)[None, :, None]
+    starts = ((inp[:, None, None] * C + chan) * H + ys[:, None, :]) * W + xs[:, :, None]
+    return runs.index_select(0, starts.reshape(-1)).view(r, C, hh, ww)
 
 
 def _splice(g: torch.Tensor, win: Window, oy: np.ndarray, ox: np.ndarray) -> None:
-    """Write ``win``'s crop pixels into the rows' channels-last regions ``g`` (R, hh, ww, C) at origins (oy, ox), in place."""
-    r, hh, ww, c = (int(d) for d in g.shape)
+    """Write ``win``'s crop into the rows' regions ``g`` (R, C, hh, ww; contiguous or channels-last) at origins (oy, ox), in place."""
+    r, c, hh, ww = (int(d) for d in g.shape)
     h, w = int(win.crop.shape[2]), int(win.crop.shape[3])
     dy, dx = win.oy - oy, win.ox - ox  # crop origin inside the region, per row
-    src = win.crop.permute(0, 2, 3, 1)
     inside = dy.min() >= 0 and (dy + h).max() <= hh and dx.min() >= 0 and (dx + w).max() <= ww
     if inside and (dy == dy[0]).all() and (dx == dx[0]).all():  # one offset for every row: one strided copy
         y, x = int(dy[0]), int(dx[0])
-        g[:, y : y + h, x : x + w] = src
+        g[:, :, y : y + h, x : x + w] = win.crop
         return
     # otherwise pixel by pixel (keeping only those that land inside the region)
     dev = g.device
     ys = torch.as_tensor(dy, device=dev)[:, None] + torch.arange(h, device=dev)  # (R, h)
     xs = torch.as_tensor(dx, device=dev)[:, None] + torch.arange(w, device=dev)  # (R, w)
     rows = torch.arange(r, device=dev)[:, None, None]
-    dst = ((rows * hh + ys.clamp(0, hh - 1)[:, :, None]) * ww + xs.clamp(0, ww - 1)[:, None, :]).reshape(-1)
-    src = src.reshape(-1, c)
-    if not inside:
-        ok = (((ys >= 0) & (ys < hh))[:, :, None] & ((xs >= 0) & (xs < ww))[:, None, :]).reshape(-1)
-        sel = torch.nonzero(ok).squeeze(1)
-        dst, src = dst.index_select(0, sel), src.index_select(0, sel)
-    g.view(-1, c).index_copy_(0, dst, src)
+    pix = ((rows * hh + ys.clamp(0, hh - 1)[:, :, None]) * ww + xs.clamp(0, ww - 1)[:, None, :]).reshape(-1)  # (R*h*w,)
+    ok = None if inside else torch.nonzero((((ys >= 0) & (ys < hh))[:, :, None] & ((xs >= 0) & (xs < ww))[:, None, :]).reshape(-1)).squeeze(1)
+    if not g.is_contiguous():  # channels-last: one pixel is C contiguous values
+        dst, src = g.permute(0, 2, 3, 1).view(-1, c), win.crop.permute(0, 2, 3, 1).reshape(-1, c)
+        if ok is not None:
+            pix, src = pix.index_select(0, ok), src.index_select(0, ok)
+        dst.index_copy_(0, pix, src)
+        return
+    # channels-first: element (row, channel, pixel)
+    plane = (pix // (hh * ww)) * (c * hh * ww) + pix % (hh * ww)  # row's start + pixel, channel 0
+    src = win.crop.permute(0, 2, 3, 1).reshape(-1, c)  # (R*h*w, C) in the order of pix
+    if ok is not None:
+        plane, src = plane.index_select(0, ok), src.index_select(0, ok)
+    dst = (plane[:, None] + torch.arange(c, device=dev) * (hh * ww)).reshape(-1)
+    g.view(-1).index_copy_(0, dst, src.reshape(-1))
 
 
 def materialize(clean: torch.Tensor, win: Window, inp: torch.Tensor) -> torch.Tensor:
@@ -190,6 +260,8 @@ class WindowReplay(PartialReplay):
         super().__init__(tm)
         #: (node, h, w) -> the smallest window size >= (h, w) whose cropped kernel reproduced the clean values, or None
         self._sizes: dict[tuple[Any, int, int], tuple[int, int] | None] = {}
+        #: copies of the clean maps regions are read from (the engine sets the budget, and clears them per block)
+        self.tables = MapTables()
 
     # ----- one node on windows -----
     def _sliding(self, n: Any, mod: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None:
@@ -286,7 +358,7 @@ class WindowReplay(PartialReplay):
             oy, ox = np.clip(first_y, 0, OH - nh), np.clip(first_x, 0, OW - nw)
             # max pooling reads its regions channels-last (the faster kernel; see run_pool), its output goes back to the clean layout
             layout = torch.channels_last if isinstance(mod, nn.MaxPool2d) else None
-            region = read_region(cache[a], win, inp, oy * s[0] - p[0], ox * s[1] - p[1], (nh - 1) * s[0] + ke[0], (nw - 1) * s[1] + ke[1], layout)
+            region = read_region(cache[a], win, inp, oy * s[0] - p[0], ox * s[1] - p[1], (nh - 1) * s[0] + ke[0], (nw - 1) * s[1] + ke[1], layout, self.tables)
             return Window(self._apply(mod, region).contiguous(memory_format=_fmt(out_clean)), oy, ox)
         if n.op in ("call_function", "call_method"):
             table_u = _UNARY_FUNCTIONS if n.op == "call_function" else _UNARY_METHODS
@@ -323,14 +395,13 @@ class WindowReplay(PartialReplay):
             if w is not None and w.crop.shape[2:] == (nh, nw) and np.array_equal(w.oy, oy) and np.array_equal(w.ox, ox):
                 vals.append(w.crop)
             else:
-                vals.append(read_region(cache[a], w, inp, oy, ox, nh, nw))
+                vals.append(read_region(cache[a], w, inp, oy, ox, nh, nw, tables=self.tables))
         return Window(fn(vals[0], vals[1]), oy, ox)
 
     # ----- what a window is, for the replay loop -----
     def _equal_clean(self, n: Any, part: Window, cache: dict[Any, Any], inp: torch.Tensor) -> torch.Tensor:
         h, w = int(part.crop.shape[2]), int(part.crop.shape[3])
-        # the clean region channels-last, as gathered: the comparison takes any layout
-        return rows_equal(part.crop, read_region(cache[n], None, inp, part.oy, part.ox, h, w, torch.channels_last))
+        return rows_equal(part.crop, read_region(cache[n], None, inp, part.oy, part.ox, h, w, tables=self.tables))  # any layout
 
     def _whole(self, clean: torch.Tensor, part: Window, inp: torch.Tensor) -> torch.Tensor:
         return materialize(clean, part, inp)
@@ -339,4 +410,4 @@ class WindowReplay(PartialReplay):
         self._sizes[(n, int(part.crop.shape[2]), int(part.crop.shape[3]))] = None  # never again on this window size
 
 
-__all__ = ["WindowReplay", "Window", "read_region", "materialize", "forget_tables", "MAX_SHARE"]
+__all__ = ["WindowReplay", "Window", "MapTables", "read_region", "materialize", "MAX_SHARE"]
