@@ -83,14 +83,15 @@ _MAX_RUNS = 512
 
 def read_region(
     clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
-    layout: torch.memory_format | None = None, tables: "MapTables | None" = None,
+    layout: torch.memory_format | None = None, tables: "MapTables | None" = None, any_layout: bool = False,
 ) -> torch.Tensor:
     """Rows' (R, C, hh, ww) values at per-row origins: ``win``'s crop where it lies, ``clean[inp]`` elsewhere, 0 off the map.
 
     Regions are gathered as runs of contiguous memory: from a zero-bordered channels-last copy of
     the map when ``tables`` has (or has room for) one -- long runs, one gather --, else straight from
     the map, rows that reach past its edge in a few groups by how far they reach. The crops are
-    then written over them. The result has ``clean``'s memory layout unless ``layout`` names another.
+    then written over them. The result has ``clean``'s memory layout unless ``layout`` names another,
+    or is left in whichever layout it was gathered in with ``any_layout`` (for comparisons).
     """
     N, C, H, W = (int(d) for d in clean.shape)
     r = len(inp)
@@ -106,7 +107,7 @@ def read_region(
         g = _read_direct(clean, inp, oy, ox, hh, ww)
     if win is not None:
         _splice(g, win, oy, ox)
-    return g.contiguous(memory_format=layout or src_fmt)
+    return g if any_layout else g.contiguous(memory_format=layout or src_fmt)
 
 
 def _read_direct(clean: torch.Tensor, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int) -> torch.Tensor:
@@ -401,7 +402,7 @@ class WindowReplay(PartialReplay):
     # ----- what a window is, for the replay loop -----
     def _equal_clean(self, n: Any, part: Window, cache: dict[Any, Any], inp: torch.Tensor) -> torch.Tensor:
         h, w = int(part.crop.shape[2]), int(part.crop.shape[3])
-        return rows_equal(part.crop, read_region(cache[n], None, inp, part.oy, part.ox, h, w, tables=self.tables))  # any layout
+        return rows_equal(part.crop, read_region(cache[n], None, inp, part.oy, part.ox, h, w, tables=self.tables, any_layout=True))
 
     def _whole(self, clean: torch.Tensor, part: Window, inp: torch.Tensor) -> torch.Tensor:
         return materialize(clean, part, inp)
