@@ -61,6 +61,43 @@ def classify(golden: torch.Tensor, faulty: torch.Tensor, *, k: int = 5, toleranc
     return codes
 
 
+
+def classify_pairs(
+    golden: torch.Tensor, faulty: torch.Tensor, labels: torch.Tensor | None, *, k: int = 5, tolerance: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`classify` and :func:`pair_stats` of the same rows in one go: (codes, stats).
+
+    Engines need both for every pair that reaches the output; this ranks each row once (one
+    ``argmax`` and one ``topk`` of the faulty scores) instead of once per question asked.
+    """
+    if golden.shape != faulty.shape:
+        raise ValueError(f"golden {tuple(golden.shape)} and faulty {tuple(faulty.shape)} outputs differ in shape")
+    golden = golden.reshape(golden.shape[0], -1)
+    faulty = faulty.reshape(faulty.shape[0], -1)
+    if tolerance is not None or faulty.shape[1] == 1:  # regression outputs: nothing to rank
+        codes = classify(golden, faulty, k=k, tolerance=tolerance)
+        return codes, pair_stats(codes, faulty, golden, labels, k=k)
+    kk = min(k, faulty.shape[1])
+    g_top = golden.argmax(dim=1)
+    f_top = faulty.argmax(dim=1)
+    f_topk = faulty.topk(kk, dim=1).indices
+    changed = g_top != f_top
+    g_in_topk = (f_topk == g_top[:, None]).any(dim=1)
+    masked = _bit_equal_rows(golden, faulty)
+    due = ~torch.isfinite(faulty).all(dim=1)
+    codes = torch.full((faulty.shape[0],), NON_CRITICAL, dtype=torch.uint8, device=faulty.device)
+    codes[changed] = SDC1
+    codes[changed & ~g_in_topk] = SDC5
+    codes[masked] = MASKED
+    codes[due & ~masked] = DUE
+    cols = [torch.nn.functional.one_hot(codes.long(), 5).to(torch.uint8)]
+    if labels is not None:
+        t1, tk = f_top == labels, (f_topk == labels[:, None]).any(dim=1)
+        cols.append(torch.stack([t1, tk, ~changed, g_in_topk], dim=1).to(torch.uint8))
+    else:
+        cols.append((codes <= NON_CRITICAL).to(torch.uint8)[:, None].expand(-1, 4))
+    return codes, torch.cat(cols, dim=1)
+
 def correctness(outputs: torch.Tensor, labels: torch.Tensor, *, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row booleans: top-1 correct and top-k correct against integer labels."""
     outputs = outputs.reshape(outputs.shape[0], -1)
@@ -151,4 +188,4 @@ def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, stats: torch.T
     return out
 
 
-__all__ = ["MASKED", "NON_CRITICAL", "SDC1", "SDC5", "DUE", "OUTCOME_NAMES", "classify", "correctness", "FaultResult", "pair_stats", "aggregate"]
+__all__ = ["MASKED", "NON_CRITICAL", "SDC1", "SDC5", "DUE", "OUTCOME_NAMES", "classify", "classify_pairs", "correctness", "FaultResult", "pair_stats", "aggregate"]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faultlab.cli import main
-from faultlab.outcomes import DUE, MASKED, NON_CRITICAL, SDC1, SDC5, classify
+from faultlab.outcomes import DUE, MASKED, NON_CRITICAL, SDC1, SDC5, classify, classify_pairs, pair_stats
 
 
 def reference(golden: np.ndarray, faulty: np.ndarray, k: int = 5, tol: float | None = None) -> np.ndarray:
@@ -111,3 +111,27 @@ def test_regression_campaign_through_cli(tmp_path, capsys, monkeypatch):
         row = rep[rep["inj_id"] == fid].iloc[0]
         assert row["critical"] == int((codes == SDC1).sum())
         assert row["masked"] + row["non_critical"] == int((codes <= NON_CRITICAL).sum())
+
+
+@pytest.mark.parametrize("with_labels", [True, False])
+@pytest.mark.parametrize("tolerance", [None, 0.01])
+def test_classify_pairs_equals_classify_then_pair_stats(with_labels, tolerance):
+    """The fused ranking gives the same codes and stats as the two separate calls, ties, NaN and inf included."""
+    g = torch.Generator().manual_seed(0)
+    golden = torch.randn(400, 10, generator=g)
+    faulty = golden.clone()
+    faulty[:100] += 0.3 * torch.randn(100, 10, generator=g)  # some flips of the ranking
+    faulty[100:150] = torch.round(faulty[100:150])  # ties
+    faulty[150:160, 3] = torch.nan
+    faulty[160:170, 1] = torch.inf
+    faulty[170:180, 2] = -torch.inf
+    faulty[180:190] = golden[180:190].roll(1, dims=1)
+    faulty[190:200, 0] = -faulty[190:200, 0]
+    golden[200:220] = torch.round(golden[200:220])  # ties in the golden ranking too
+    faulty[200:220] = golden[200:220]
+    labels = torch.randint(0, 10, (400,), generator=g) if with_labels else None
+    codes, stats = classify_pairs(golden, faulty, labels, k=5, tolerance=tolerance)
+    want = classify(golden, faulty, k=5, tolerance=tolerance)
+    assert torch.equal(codes, want)
+    assert torch.equal(stats, pair_stats(want, faulty, golden, labels, k=5))
+    assert len(set(want.tolist())) == 5 or tolerance is not None  # every outcome class is exercised

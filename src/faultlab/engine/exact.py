@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from ..faults import Fault
-from ..outcomes import FaultResult, aggregate, classify, pair_stats
+from ..outcomes import FaultResult, aggregate, classify_pairs
 from ..targets.base import Target
 from ._base import Engine, EvalSet
 
@@ -31,8 +31,8 @@ class _Collector:
         self.owners: list[torch.Tensor] = []
 
     def add(self, owner: int, golden: torch.Tensor, faulty: torch.Tensor, labels: torch.Tensor | None, engine: Engine) -> None:
-        c = classify(golden, faulty, k=engine.k, tolerance=engine.tolerance)
-        self.stats.append(pair_stats(c, faulty, golden, labels, k=engine.k))
+        c, st = classify_pairs(golden, faulty, labels, k=engine.k, tolerance=engine.tolerance)
+        self.stats.append(st)
         self.codes.append(c)
         self.owners.append(torch.full((c.shape[0],), owner, dtype=torch.long, device=self.device))
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask, check_bits
 from ..faults import Fault
-from ..outcomes import FaultResult, aggregate, classify, pair_stats
+from ..outcomes import FaultResult, aggregate, classify_pairs, pair_stats
 from ..targets.base import Target
 from ._base import Engine, EvalSet
 from .exact import ExactEngine
@@ -336,9 +336,9 @@ class FastEngine(Engine):
                 f_live = out[live]
                 li = inp.index_select(0, rows)
                 g = golden_blk.index_select(0, li)
-                c = classify(g, f_live, k=self.k, tolerance=self.tolerance)
+                c, st = classify_pairs(g, f_live, None if lab_blk is None else lab_blk.index_select(0, li), k=self.k, tolerance=self.tolerance)
                 codes[rows] = c
-                stats[rows] = pair_stats(c, f_live, g, None if lab_blk is None else lab_blk.index_select(0, li), k=self.k)
+                stats[rows] = st
         self.stats["early_exit_rows"] += int(res.finished[:r].sum())
         stats_all.append(stats)
         codes_all.append(codes)
