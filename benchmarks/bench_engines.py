@@ -214,7 +214,7 @@ def main() -> None:
     scale = 0.1 if args.quick else 1.0
     (rn, resnet, xr, _), (dn, digits, xd, yd) = benchmark_models(args.inputs)
     rows = []
-    rows += bench_model(rn, resnet, xr, None, {"fast": int(48 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
+    rows += bench_model(rn, resnet, xr, None, {"fast": int(96 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
     rows += bench_model(dn, digits, xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5})
     cols = ["fast", "exact", "tf_injector-style", "PyTorchFI"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
