@@ -10,6 +10,7 @@ from _helpers import compare, random_faults
 from faultlab.datasets import load_dataset
 from faultlab.engine import EvalSet, make_engine
 from faultlab.engine.fast import FastEngine
+from faultlab.engine.exact import ExactEngine
 from faultlab.engine.fast_graph import MIN_ROWS
 from faultlab.faults import Fault
 from faultlab.models import BranchyCNN, pretrained_digits_cnn
@@ -158,3 +159,35 @@ def test_make_engine_builds_fast():
     eng = make_engine("fast", batch_size=64, max_memory=1 << 20)
     assert isinstance(eng, FastEngine) and eng.name == "fast" and eng.max_memory == 1 << 20
 
+
+
+def test_clean_cache_is_kept_between_runs_until_the_model_is_written(digits):
+    """A campaign calls run() once per chunk: the clean pass is done once, and again only after a parameter changes."""
+    x, y = digits
+    target = TorchTarget(_model("digits"), example_input=x[:1])
+    data = EvalSet.build(target, x, y)
+    faults = random_faults(target, "weight", 20, seed=31) + random_faults(target, "activation", 20, seed=32, start=20)
+    eng = FastEngine()
+    eng.run(target, data, faults[:1])  # traces, checks and caches
+    tm = eng._trace(target)
+    cleans: list[int] = []
+    clean = tm.clean
+    tm.clean = lambda xb: cleans.append(len(xb)) or clean(xb)  # type: ignore[method-assign]
+    first = eng.run(target, data, faults[:20]) + eng.run(target, data, faults[20:])
+    assert cleans == []
+    # a write to any parameter (here: one weight changed and put back) invalidates the kept cache
+    w = target.model.fc1.weight
+    with torch.no_grad():
+        old = w[0, 0].clone()
+        w[0, 0] = old + 1
+        w[0, 0] = old
+    again = eng.run(target, data, faults)
+    assert cleans == [len(x)]
+    exact = ExactEngine().run(target, data, faults)
+    for a, b, c in zip(first, again, exact):
+        np.testing.assert_array_equal(a.codes, c.codes)
+        np.testing.assert_array_equal(b.codes, c.codes)
+        assert (a.top1_correct, a.top5_correct) == (c.top1_correct, c.top5_correct)
+    eng.release()
+    eng.run(target, data, faults[:5])
+    assert cleans == [len(x), len(x)]
