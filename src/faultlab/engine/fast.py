@@ -53,6 +53,19 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
+class _CleanBlock:
+    """The clean values of every node for inputs [start, end) of ``data``, and the stats of a masked pair per input."""
+
+    tm: Any
+    data: EvalSet
+    start: int
+    end: int
+    writes: tuple[int, ...]  # the model's parameter and buffer write counts when it was computed
+    cache: dict
+    masked_stats: torch.Tensor
+
+
+@dataclass
 class _Job:
     """How one fault runs: ``mode`` is 'act', 'stacked' (one exact channel) or 'node' (recompute its node)."""
 
@@ -101,9 +114,8 @@ class FastEngine(Engine):
         #: (fault, input) pairs whose class differs from exact mode's: always 0 here, since every
         #: value is computed with the real computation's rounding (kept for reports and tests)
         self.mismatches = 0
-        self._masked_stats: tuple[int, torch.Tensor] | None = None
-        #: (traced model, data, block, write counts, clean cache, masked stats) kept between runs
-        self._kept: tuple | None = None
+        #: the current block's clean cache; kept between runs when it is the whole evaluation set
+        self._block: _CleanBlock | None = None
 
     # ----- setup -----
     def _exact(self) -> ExactEngine:
@@ -230,7 +242,7 @@ class FastEngine(Engine):
             by_node.setdefault((job.node, job.mode, job.pname), []).append(job)
         groups = sorted(by_node.items(), key=lambda kv: tm.order[kv[0][0]])
         for s, e in blocks:
-            cache = self._clean_cache(target, tm, data, s, e, keep=len(blocks) == 1)
+            cache = self._clean_cache(target, tm, data, s, e)
             for (node, mode, pname), group in groups:
                 pf, pi = self._pairs([j for j in group if j.pos not in redo], s, e)
                 for c in range(0, len(pf), rows_max):
@@ -241,6 +253,8 @@ class FastEngine(Engine):
                         log.info("fast engine: control rows disagreed at %s; %d faults go to the exact engine", node.name, len(np.unique(cf)))
             tables.clear()
             del cache
+            if len(blocks) > 1:
+                self.release()  # only a single block is worth keeping for the next run
         for job in jobs:
             if job.pos not in redo:
                 stacked = job.mode == "stacked" and self._stacked_ok.get((id(tm), job.node.name), False)
@@ -261,31 +275,31 @@ class FastEngine(Engine):
         remap[torch.as_tensor([j.pos for j in keep_jobs], device=owners.device)] = torch.arange(len(keep_jobs), device=owners.device)
         return aggregate([j.fault.id for j in keep_jobs], remap[owners], stats, codes, engine=self.name), slow
 
-    def _clean_cache(self, target: Target, tm: TracedModel, data: EvalSet, s: int, e: int, *, keep: bool) -> dict:
+    def _clean_cache(self, target: Target, tm: TracedModel, data: EvalSet, s: int, e: int) -> dict:
         """Every node's clean value for inputs [s, e), checked against the golden outputs.
 
-        When the whole evaluation set is one block (``keep``), the cache is kept for the next
+        When the whole evaluation set is one block, the cache is kept for the next
         :meth:`run` on the same data (a campaign calls it once per chunk of faults), and is rebuilt
         if any parameter or buffer of the model has been written since (torch counts writes).
         """
-        versions = _write_counts(target.model)  # type: ignore[attr-defined]
-        kept = self._kept
-        if kept is not None and kept[0] is tm and kept[1] is data and kept[2] == (s, e) and kept[3] == versions:
-            self._masked_stats = kept[5]
-            return kept[4]
-        self._kept = None
+        writes = _write_counts(target.model)  # type: ignore[attr-defined]
+        b = self._block
+        if b is not None and b.tm is tm and b.data is data and (b.start, b.end) == (s, e) and b.writes == writes:
+            return b.cache
+        self._block = None
         cache, out = tm.clean(data.x[s:e])
-        self._masked_stats = None
-        if not torch.equal(as_int_view(out.contiguous()), as_int_view(data.golden[s:e].reshape(out.shape).contiguous())):
+        golden = data.golden[s:e]
+        if not torch.equal(as_int_view(out.contiguous()), as_int_view(golden.reshape(out.shape).contiguous())):
             raise UnsupportedModel("the traced graph does not reproduce the golden outputs bit for bit")
-        if keep:
-            self._kept = (tm, data, (s, e), versions, cache, None)
+        # a finished (masked) pair's stats depend on its input only: computed once per block
+        zero = torch.zeros(e - s, dtype=torch.uint8, device=golden.device)
+        masked = pair_stats(zero, golden, golden, None if data.labels is None else data.labels[s:e], k=self.k)
+        self._block = _CleanBlock(tm, data, s, e, writes, cache, masked)
         return cache
 
     def release(self) -> None:
         """Drop the clean cache kept between runs (it is also dropped when the data or model changes)."""
-        self._kept = None
-        self._masked_stats = None
+        self._block = None
 
     @staticmethod
     def _pairs(group: list[_Job], s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
@@ -345,14 +359,8 @@ class FastEngine(Engine):
             res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
         golden_blk = data.golden[s : s + nb]
         lab_blk = None if data.labels is None else data.labels[s : s + nb]
-        if self._masked_stats is None or self._masked_stats[0] != s:
-            # a finished (masked) pair's stats depend on its input only: computed once per block
-            zero = torch.zeros(nb, dtype=torch.uint8, device=dev)
-            self._masked_stats = (s, pair_stats(zero, golden_blk, golden_blk, lab_blk, k=self.k))
-            if self._kept is not None and self._kept[4] is cache:
-                self._kept = self._kept[:5] + (self._masked_stats,)
         codes = torch.zeros(r, dtype=torch.uint8, device=dev)
-        stats = self._masked_stats[1].index_select(0, inp)
+        stats = self._block.masked_stats.index_select(0, inp)
         if res.out is not None:
             out = res.out.reshape(res.out.shape[0], -1)
             ctrl = res.pinned
