@@ -207,26 +207,23 @@ def _splice(g: torch.Tensor, win: Window, oy: np.ndarray, ox: np.ndarray) -> Non
         y, x = int(dy[0]), int(dx[0])
         g[:, :, y : y + h, x : x + w] = win.crop
         return
-    # otherwise pixel by pixel (keeping only those that land inside the region)
+    # otherwise pixel by pixel
     dev = g.device
     ys = torch.as_tensor(dy, device=dev)[:, None] + torch.arange(h, device=dev)  # (R, h)
     xs = torch.as_tensor(dx, device=dev)[:, None] + torch.arange(w, device=dev)  # (R, w)
     rows = torch.arange(r, device=dev)[:, None, None]
-    pix = ((rows * hh + ys.clamp(0, hh - 1)[:, :, None]) * ww + xs.clamp(0, ww - 1)[:, None, :]).reshape(-1)  # (R*h*w,)
-    ok = None if inside else torch.nonzero((((ys >= 0) & (ys < hh))[:, :, None] & ((xs >= 0) & (xs < ww))[:, None, :]).reshape(-1)).squeeze(1)
-    if not g.is_contiguous():  # channels-last: one pixel is C contiguous values
-        dst, src = g.permute(0, 2, 3, 1).view(-1, c), win.crop.permute(0, 2, 3, 1).reshape(-1, c)
-        if ok is not None:
-            pix, src = pix.index_select(0, ok), src.index_select(0, ok)
-        dst.index_copy_(0, pix, src)
-        return
-    # channels-first: element (row, channel, pixel)
-    plane = (pix // (hh * ww)) * (c * hh * ww) + pix % (hh * ww)  # row's start + pixel, channel 0
-    src = win.crop.permute(0, 2, 3, 1).reshape(-1, c)  # (R*h*w, C) in the order of pix
-    if ok is not None:
-        plane, src = plane.index_select(0, ok), src.index_select(0, ok)
-    dst = (plane[:, None] + torch.arange(c, device=dev) * (hh * ww)).reshape(-1)
-    g.view(-1).index_copy_(0, dst, src.reshape(-1))
+    channels_first = g.is_contiguous()
+    # where each crop pixel lands: its pixel's index channels-last, its channel-0 element's channels-first
+    span = c * hh if channels_first else hh
+    at = ((rows * span + ys.clamp(0, hh - 1)[:, :, None]) * ww + xs.clamp(0, ww - 1)[:, None, :]).reshape(-1)  # (R*h*w,)
+    src = win.crop.permute(0, 2, 3, 1).reshape(-1, c)  # (R*h*w, C), pixels in the order of ``at``
+    if not inside:  # keep only the pixels that land inside the region
+        ok = torch.nonzero((((ys >= 0) & (ys < hh))[:, :, None] & ((xs >= 0) & (xs < ww))[:, None, :]).reshape(-1)).squeeze(1)
+        at, src = at.index_select(0, ok), src.index_select(0, ok)
+    if channels_first:  # element (row, channel, pixel): channel k is k*hh*ww further on
+        g.view(-1).index_copy_(0, (at[:, None] + torch.arange(c, device=dev) * (hh * ww)).reshape(-1), src.reshape(-1))
+    else:  # one pixel is C contiguous values
+        g.permute(0, 2, 3, 1).view(-1, c).index_copy_(0, at, src)
 
 
 def materialize(clean: torch.Tensor, win: Window, inp: torch.Tensor) -> torch.Tensor:
