@@ -9,6 +9,7 @@ Classes are mutually exclusive codes, one per (fault, input):
 * ``DUE`` -- NaN or Inf in the faulty output.
 
 The SDC-1 *rate* counts both SDC1 and SDC5 codes (any top-1 change); the SDC-5 rate counts SDC5.
+Top-k membership ranks classes as ``argmax`` does (ties to the lower index, NaN first): see :func:`in_top_k`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,22 @@ OUTCOME_NAMES = ("masked", "non_critical", "sdc1", "sdc5", "due")
 def _bit_equal_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     from .bits import as_int_view
 
-    return (as_int_view(a.contiguous()) == as_int_view(b.contiguous())).all(dim=1)
+    ne = torch.ne(as_int_view(a), as_int_view(b))  # any memory layouts: no contiguous copies
+    return ~ne.any(dim=1)
+
+
+def in_top_k(scores: torch.Tensor, cls: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row of ``scores`` (N, C): is class ``cls[r]`` among the ``k`` best?
+
+    Classes are ranked as ``argmax`` ranks them: higher scores first, NaN above everything,
+    ties to the lower class index -- so the top-1 is always ``argmax``, and the result does not
+    depend on how a ``topk`` kernel happens to order ties. One comparison per class, no sort.
+    """
+    v = scores.gather(1, cls.long()[:, None])
+    nan_s, nan_v = scores.isnan(), v.isnan()
+    before = torch.arange(scores.shape[1], device=scores.device)[None, :] < cls[:, None]
+    ahead = (scores > v) | (((scores == v) | (nan_s & nan_v)) & before) | (nan_s & ~nan_v)
+    return ahead.sum(dim=1) < k
 
 
 def classify(golden: torch.Tensor, faulty: torch.Tensor, *, k: int = 5, tolerance: float | None = None) -> torch.Tensor:
@@ -35,76 +51,87 @@ def classify(golden: torch.Tensor, faulty: torch.Tensor, *, k: int = 5, toleranc
     With ``tolerance`` (or a single output column), rows are compared as regression outputs:
     relative error ``|f - g| <= tolerance * |g|`` is NON_CRITICAL, beyond it SDC1.
     """
-    if golden.shape != faulty.shape:
-        raise ValueError(f"golden {tuple(golden.shape)} and faulty {tuple(faulty.shape)} outputs differ in shape")
-    golden = golden.reshape(golden.shape[0], -1)
-    faulty = faulty.reshape(faulty.shape[0], -1)
-    masked = _bit_equal_rows(golden, faulty)
-    due = ~torch.isfinite(faulty).all(dim=1)
-    codes = torch.full((faulty.shape[0],), NON_CRITICAL, dtype=torch.uint8, device=faulty.device)
+    golden, faulty = _rows(golden, faulty)
     if tolerance is not None or faulty.shape[1] == 1:
         tol = 0.0 if tolerance is None else float(tolerance)
         g = golden.double()
         err = (faulty.double() - g).abs().amax(dim=1)
-        bad = err > tol * g.abs().amax(dim=1)
-        codes[bad] = SDC1
-    else:
-        kk = min(k, faulty.shape[1])
-        g_top = golden.argmax(dim=1)
-        f_top = faulty.argmax(dim=1)
-        changed = g_top != f_top
-        in_topk = (faulty.topk(kk, dim=1).indices == g_top[:, None]).any(dim=1)
-        codes[changed] = SDC1
-        codes[changed & ~in_topk] = SDC5
-    codes[masked] = MASKED
-    codes[due & ~masked] = DUE
-    return codes
+        changed = err > tol * g.abs().amax(dim=1)
+        return _codes(golden, faulty, changed, torch.zeros_like(changed))
+    g_top = golden.argmax(dim=1)
+    changed = g_top != faulty.argmax(dim=1)
+    return _codes(golden, faulty, changed, ~in_top_k(faulty, g_top, min(k, faulty.shape[1])))
 
+
+def _rows(golden: torch.Tensor, faulty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if golden.shape != faulty.shape:
+        raise ValueError(f"golden {tuple(golden.shape)} and faulty {tuple(faulty.shape)} outputs differ in shape")
+    return golden.reshape(golden.shape[0], -1), faulty.reshape(faulty.shape[0], -1)
+
+
+def _codes(golden: torch.Tensor, faulty: torch.Tensor, changed: torch.Tensor, out_of_top_k: torch.Tensor) -> torch.Tensor:
+    """Codes from the per-row facts, most specific last: SDC1/SDC5 if the top-1 changed, DUE if not finite, MASKED if bit-identical."""
+    code = NON_CRITICAL + changed.to(torch.uint8) * (1 + out_of_top_k.to(torch.uint8))
+    code = torch.where(torch.isfinite(faulty).all(dim=1), code, DUE)
+    return torch.where(_bit_equal_rows(golden, faulty), MASKED, code).to(torch.uint8)
+
+
+#: bits of a pair's flags (see :func:`pair_flags`)
+TOP1_CORRECT, TOPK_CORRECT, TOP1_ROBUST, TOPK_ROBUST = 1, 2, 4, 8
+
+
+def pair_flags(
+    codes: torch.Tensor, faulty: torch.Tensor, golden: torch.Tensor, labels: torch.Tensor | None, *, k: int = 5,
+    golden_top: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per (fault, input) pair, one uint8 of four bits: top-1 / top-k correct against ``labels``, top-1 / top-k robust (golden top-1 kept).
+
+    Without labels (or with one output column) all four bits say the pair is masked or
+    non-critical. One byte per pair lets engines drop the outputs batch by batch.
+    """
+    golden, faulty = _rows(golden, faulty)
+    if labels is None or faulty.shape[1] == 1:
+        return (codes <= NON_CRITICAL).to(torch.uint8) * 15
+    kk = min(k, faulty.shape[1])
+    g_top = golden.argmax(dim=1) if golden_top is None else golden_top
+    f_top = faulty.argmax(dim=1)
+    bits = [f_top == labels, in_top_k(faulty, labels, kk), f_top == g_top, in_top_k(faulty, g_top, kk)]
+    out = torch.zeros(faulty.shape[0], dtype=torch.uint8, device=faulty.device)
+    for i, b in enumerate(bits):
+        out |= b.to(torch.uint8) << i
+    return out
 
 
 def classify_pairs(
     golden: torch.Tensor, faulty: torch.Tensor, labels: torch.Tensor | None, *, k: int = 5, tolerance: float | None = None,
+    golden_top: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`classify` and :func:`pair_stats` of the same rows in one go: (codes, stats).
+    """:func:`classify` and :func:`pair_flags` of the same rows in one go: (codes, flags).
 
-    Engines need both for every pair that reaches the output; this ranks each row once (one
-    ``argmax`` and one ``topk`` of the faulty scores) instead of once per question asked.
+    Engines need both for every pair that reaches the output; this ranks each row once.
+    ``golden_top`` (the golden rows' argmax, if the caller has it) saves ranking the golden rows.
     """
-    if golden.shape != faulty.shape:
-        raise ValueError(f"golden {tuple(golden.shape)} and faulty {tuple(faulty.shape)} outputs differ in shape")
-    golden = golden.reshape(golden.shape[0], -1)
-    faulty = faulty.reshape(faulty.shape[0], -1)
+    golden, faulty = _rows(golden, faulty)
     if tolerance is not None or faulty.shape[1] == 1:  # regression outputs: nothing to rank
         codes = classify(golden, faulty, k=k, tolerance=tolerance)
-        return codes, pair_stats(codes, faulty, golden, labels, k=k)
+        return codes, pair_flags(codes, faulty, golden, labels, k=k)
     kk = min(k, faulty.shape[1])
-    g_top = golden.argmax(dim=1)
+    g_top = golden.argmax(dim=1) if golden_top is None else golden_top
     f_top = faulty.argmax(dim=1)
-    f_topk = faulty.topk(kk, dim=1).indices
-    changed = g_top != f_top
-    g_in_topk = (f_topk == g_top[:, None]).any(dim=1)
-    masked = _bit_equal_rows(golden, faulty)
-    due = ~torch.isfinite(faulty).all(dim=1)
-    codes = torch.full((faulty.shape[0],), NON_CRITICAL, dtype=torch.uint8, device=faulty.device)
-    codes[changed] = SDC1
-    codes[changed & ~g_in_topk] = SDC5
-    codes[masked] = MASKED
-    codes[due & ~masked] = DUE
-    cols = [torch.nn.functional.one_hot(codes.long(), 5).to(torch.uint8)]
-    if labels is not None:
-        t1, tk = f_top == labels, (f_topk == labels[:, None]).any(dim=1)
-        cols.append(torch.stack([t1, tk, ~changed, g_in_topk], dim=1).to(torch.uint8))
-    else:
-        cols.append((codes <= NON_CRITICAL).to(torch.uint8)[:, None].expand(-1, 4))
-    return codes, torch.cat(cols, dim=1)
+    kept = f_top == g_top
+    g_in = in_top_k(faulty, g_top, kk)
+    codes = _codes(golden, faulty, ~kept, ~g_in)
+    if labels is None:
+        return codes, (codes <= NON_CRITICAL).to(torch.uint8) * 15
+    flags = (f_top == labels).to(torch.uint8) | (in_top_k(faulty, labels, kk).to(torch.uint8) << 1) | (kept.to(torch.uint8) << 2) | (g_in.to(torch.uint8) << 3)
+    return codes, flags
+
 
 def correctness(outputs: torch.Tensor, labels: torch.Tensor, *, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row booleans: top-1 correct and top-k correct against integer labels."""
+    """Per-row booleans: top-1 correct and top-k correct against integer labels (ties ranked as in :func:`in_top_k`)."""
     outputs = outputs.reshape(outputs.shape[0], -1)
     kk = min(k, outputs.shape[1])
-    top1 = outputs.argmax(dim=1) == labels
-    topk = (outputs.topk(kk, dim=1).indices == labels[:, None]).any(dim=1)
-    return top1, topk
+    return outputs.argmax(dim=1) == labels, in_top_k(outputs, labels, kk)
 
 
 @dataclass(frozen=True)
@@ -132,55 +159,42 @@ class FaultResult:
     codes_z: bytes | None = field(default=None, repr=False, compare=False)
 
 
-def pair_stats(codes: torch.Tensor, faulty: torch.Tensor, golden: torch.Tensor, labels: torch.Tensor | None, *, k: int = 5) -> torch.Tensor:
-    """Per (fault, input) pair: one-hot outcome (5 columns) then top-1/top-k correct and robust (4 columns).
-
-    A small uint8 (P, 9) tensor, so engines can drop the outputs batch by batch and keep only this.
-    """
-    faulty = faulty.reshape(faulty.shape[0], -1)
-    golden = golden.reshape(golden.shape[0], -1)
-    cols = [torch.nn.functional.one_hot(codes.long(), 5).to(torch.uint8)]
-    if labels is not None and faulty.shape[1] > 1:
-        t1, tk = correctness(faulty, labels, k=k)
-        r1, rk = correctness(faulty, golden.argmax(dim=1), k=k)
-        cols.append(torch.stack([t1, tk, r1, rk], dim=1).to(torch.uint8))
-    else:
-        ok = (codes <= NON_CRITICAL).to(torch.uint8)[:, None]
-        cols.append(ok.expand(-1, 4))
-    return torch.cat(cols, dim=1)
-
-
-def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, stats: torch.Tensor, codes: torch.Tensor, *, engine: str = "exact") -> list[FaultResult]:
-    """Per-fault results from per-pair ``stats`` (see :func:`pair_stats`), with one host transfer.
+def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, codes: torch.Tensor, flags: torch.Tensor, *, engine: str = "exact") -> list[FaultResult]:
+    """Per-fault results from per-pair ``codes`` and ``flags`` (see :func:`pair_flags`), with one histogram and one host transfer.
 
     ``pair_fault[i]`` is the position in ``fault_ids`` of pair i; pairs of one fault must be
     in input order, so each result's ``codes`` are in input order.
     """
     n_f = len(fault_ids)
-    counts = torch.zeros((n_f, stats.shape[1]), dtype=torch.long, device=stats.device)
-    counts.index_add_(0, pair_fault.long().to(stats.device), stats.long())
-    host = counts.cpu().numpy()
-    pf = pair_fault.cpu().numpy()
-    all_codes = codes.cpu().numpy().astype(np.uint8)
+    pf_dev = pair_fault.to(codes.device).long()
+    key = pf_dev * 80 + codes.long() * 16 + flags.long()
+    hist = torch.bincount(key, minlength=n_f * 80).reshape(n_f, 5, 16).cpu().numpy()
+    per_code = hist.sum(axis=2)  # (n_f, 5)
+    per_flags = hist.sum(axis=1)  # (n_f, 16): pairs per flag combination
+    bit_of = (np.arange(16)[None, :] >> np.arange(4)[:, None]) & 1  # (4, 16)
+    per_bit = per_flags @ bit_of.T  # (n_f, 4): top1/topk correct, top1/topk robust
+    pf = pf_dev.cpu().numpy()
+    all_codes = codes.cpu().numpy().astype(np.uint8, copy=False)
     order = np.argsort(pf, kind="stable")
     bounds = np.searchsorted(pf[order], np.arange(n_f + 1))
     out = []
     for j, fid in enumerate(fault_ids):
-        h = host[j]
+        h, b = per_code[j], per_bit[j]
+        c = all_codes[order[bounds[j] : bounds[j + 1]]]
         out.append(
             FaultResult(
                 fault_id=int(fid),
-                n=int(h[:5].sum()),
+                n=int(h.sum()),
                 masked=int(h[MASKED]),
                 non_critical=int(h[NON_CRITICAL]),
                 sdc1=int(h[SDC1] + h[SDC5]),
                 sdc5=int(h[SDC5]),
                 due=int(h[DUE]),
-                top1_correct=int(h[5]),
-                top5_correct=int(h[6]),
-                top1_robust=int(h[7]),
-                top5_robust=int(h[8]),
-                codes=(c := all_codes[order[bounds[j] : bounds[j + 1]]]),
+                top1_correct=int(b[0]),
+                top5_correct=int(b[1]),
+                top1_robust=int(b[2]),
+                top5_robust=int(b[3]),
+                codes=c,
                 engine=engine,
                 codes_z=zlib.compress(c.tobytes(), 1),
             )
@@ -188,4 +202,5 @@ def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, stats: torch.T
     return out
 
 
-__all__ = ["MASKED", "NON_CRITICAL", "SDC1", "SDC5", "DUE", "OUTCOME_NAMES", "classify", "classify_pairs", "correctness", "FaultResult", "pair_stats", "aggregate"]
+__all__ = ["MASKED", "NON_CRITICAL", "SDC1", "SDC5", "DUE", "OUTCOME_NAMES", "classify", "classify_pairs", "correctness", "in_top_k", "pair_flags", "FaultResult", "aggregate",
+           "TOP1_CORRECT", "TOPK_CORRECT", "TOP1_ROBUST", "TOPK_ROBUST"]

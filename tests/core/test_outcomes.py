@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faultlab.cli import main
-from faultlab.outcomes import DUE, MASKED, NON_CRITICAL, SDC1, SDC5, classify, classify_pairs, pair_stats
+from faultlab.outcomes import DUE, MASKED, NON_CRITICAL, SDC1, SDC5, aggregate, classify, classify_pairs, in_top_k, pair_flags
 
 
 def reference(golden: np.ndarray, faulty: np.ndarray, k: int = 5, tol: float | None = None) -> np.ndarray:
@@ -113,25 +113,94 @@ def test_regression_campaign_through_cli(tmp_path, capsys, monkeypatch):
         assert row["masked"] + row["non_critical"] == int((codes <= NON_CRITICAL).sum())
 
 
-@pytest.mark.parametrize("with_labels", [True, False])
-@pytest.mark.parametrize("tolerance", [None, 0.01])
-def test_classify_pairs_equals_classify_then_pair_stats(with_labels, tolerance):
-    """The fused ranking gives the same codes and stats as the two separate calls, ties, NaN and inf included."""
-    g = torch.Generator().manual_seed(0)
+def ref_in_top_k(row: np.ndarray, c: int, k: int) -> bool:
+    """Rank by sorting: NaN first, then higher scores, ties to the lower index (as argmax)."""
+    order = sorted(range(len(row)), key=lambda j: (not np.isnan(row[j]), 0.0 if np.isnan(row[j]) else -float(row[j]), j))
+    return order.index(c) < k
+
+
+def ref_flags(golden: np.ndarray, faulty: np.ndarray, codes: np.ndarray, labels: np.ndarray | None, k: int = 5) -> np.ndarray:
+    out = []
+    for g, f, code, i in zip(golden, faulty, codes, range(len(codes))):
+        if labels is None or f.shape[0] == 1:
+            out.append(15 if code <= NON_CRITICAL else 0)
+            continue
+        kk = min(k, f.shape[0])
+        g_top = int(np.argmax(g))
+        f_top = int(np.argmax(f))  # numpy's argmax, like torch's, returns the first NaN or the first maximum
+        bits = [f_top == labels[i], ref_in_top_k(f, int(labels[i]), kk), f_top == g_top, ref_in_top_k(f, g_top, kk)]
+        out.append(sum(int(b) << n for n, b in enumerate(bits)))
+    return np.array(out, np.uint8)
+
+
+def tricky_rows(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
     golden = torch.randn(400, 10, generator=g)
     faulty = golden.clone()
     faulty[:100] += 0.3 * torch.randn(100, 10, generator=g)  # some flips of the ranking
     faulty[100:150] = torch.round(faulty[100:150])  # ties
     faulty[150:160, 3] = torch.nan
+    faulty[155:158, 7] = torch.nan  # two NaNs in a row
     faulty[160:170, 1] = torch.inf
     faulty[170:180, 2] = -torch.inf
     faulty[180:190] = golden[180:190].roll(1, dims=1)
     faulty[190:200, 0] = -faulty[190:200, 0]
     golden[200:220] = torch.round(golden[200:220])  # ties in the golden ranking too
     faulty[200:220] = golden[200:220]
+    faulty[220:230] = 0.0
+    faulty[220:230, ::2] = -0.0  # signed zeros tie
+    return golden, faulty
+
+
+@pytest.mark.parametrize("with_labels", [True, False])
+@pytest.mark.parametrize("tolerance", [None, 0.01])
+def test_classify_pairs_equals_classify_then_pair_flags(with_labels, tolerance):
+    """The fused ranking gives the same codes and flags as the separate calls, and the flags match a sorting reference."""
+    golden, faulty = tricky_rows()
+    g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, 10, (400,), generator=g) if with_labels else None
-    codes, stats = classify_pairs(golden, faulty, labels, k=5, tolerance=tolerance)
+    codes, flags = classify_pairs(golden, faulty, labels, k=5, tolerance=tolerance)
     want = classify(golden, faulty, k=5, tolerance=tolerance)
     assert torch.equal(codes, want)
-    assert torch.equal(stats, pair_stats(want, faulty, golden, labels, k=5))
+    assert torch.equal(flags, pair_flags(want, faulty, golden, labels, k=5))
+    ref = ref_flags(golden.numpy(), faulty.numpy(), want.numpy(), None if labels is None else labels.numpy())
+    np.testing.assert_array_equal(flags.numpy(), ref)
     assert len(set(want.tolist())) == 5 or tolerance is not None  # every outcome class is exercised
+    if tolerance is None:
+        np.testing.assert_array_equal(want.numpy()[:150], reference(golden.numpy()[:150], faulty.numpy()[:150]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_in_top_k_matches_sorting(n_classes, k, seed):
+    """Ties (values drawn from a few), NaN and infinities: rank as a stable sort with NaN first would."""
+    rng = np.random.default_rng(seed)
+    pool = np.array([0.0, -0.0, 1.0, -1.0, 2.5, np.inf, -np.inf, np.nan], np.float32)
+    f = pool[rng.integers(0, len(pool), size=(20, n_classes))]
+    cls = rng.integers(0, n_classes, size=20)
+    got = in_top_k(torch.from_numpy(f), torch.from_numpy(cls), k).numpy()
+    want = [ref_in_top_k(row, int(c), k) for row, c in zip(f, cls)]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_aggregate_counts_per_fault_against_a_loop():
+    """Histogram counts per fault equal per-fault sums; codes come back in input order."""
+    rng = np.random.default_rng(0)
+    n_f, per = 7, 50
+    codes = rng.integers(0, 5, size=n_f * per).astype(np.uint8)
+    flags = rng.integers(0, 16, size=n_f * per).astype(np.uint8)
+    owner = np.repeat(np.arange(n_f), per)
+    # pairs of different faults interleaved at random, each fault's own pairs still in input order
+    pf = rng.permutation(owner)
+    order = np.empty(len(pf), np.int64)
+    for j in range(n_f):
+        order[pf == j] = np.flatnonzero(owner == j)
+    res = aggregate(list(range(100, 100 + n_f)), torch.from_numpy(pf), torch.from_numpy(codes[order]), torch.from_numpy(flags[order]))
+    for j, r in enumerate(res):
+        mine = order[pf == j]
+        c, fl = codes[mine], flags[mine]
+        assert r.fault_id == 100 + j and r.n == per
+        assert (r.masked, r.non_critical, r.sdc1, r.sdc5, r.due) == (
+            (c == MASKED).sum(), (c == NON_CRITICAL).sum(), ((c == SDC1) | (c == SDC5)).sum(), (c == SDC5).sum(), (c == DUE).sum())
+        assert (r.top1_correct, r.top5_correct, r.top1_robust, r.top5_robust) == tuple(int(((fl >> b) & 1).sum()) for b in range(4))
+        np.testing.assert_array_equal(r.codes, c)

@@ -22,24 +22,24 @@ from ._base import Engine, EvalSet
 
 
 class _Collector:
-    """Per-pair stats accumulated batch by batch; one host transfer at the end."""
+    """Per-pair codes and flags accumulated batch by batch; one host transfer at the end."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.stats: list[torch.Tensor] = []
+        self.flags: list[torch.Tensor] = []
         self.codes: list[torch.Tensor] = []
         self.owners: list[torch.Tensor] = []
 
     def add(self, owner: int, golden: torch.Tensor, faulty: torch.Tensor, labels: torch.Tensor | None, engine: Engine) -> None:
-        c, st = classify_pairs(golden, faulty, labels, k=engine.k, tolerance=engine.tolerance)
-        self.stats.append(st)
+        c, fl = classify_pairs(golden, faulty, labels, k=engine.k, tolerance=engine.tolerance)
+        self.flags.append(fl)
         self.codes.append(c)
         self.owners.append(torch.full((c.shape[0],), owner, dtype=torch.long, device=self.device))
 
     def results(self, faults: Sequence[Fault], engine: str) -> list[FaultResult]:
         if not self.codes:
             return []
-        return aggregate([f.id for f in faults], torch.cat(self.owners), torch.cat(self.stats), torch.cat(self.codes), engine=engine)
+        return aggregate([f.id for f in faults], torch.cat(self.owners), torch.cat(self.codes), torch.cat(self.flags), engine=engine)
 
 
 class ExactEngine(Engine):

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask, check_bits
 from ..faults import Fault
-from ..outcomes import FaultResult, aggregate, classify_pairs, pair_stats
+from ..outcomes import FaultResult, aggregate, classify_pairs, pair_flags
 from ..targets.base import Target
 from ._base import Engine, EvalSet
 from .exact import ExactEngine
@@ -54,7 +54,7 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 @dataclass
 class _CleanBlock:
-    """The clean values of every node for inputs [start, end) of ``data``, and the stats of a masked pair per input."""
+    """The clean values of every node for inputs [start, end) of ``data``, the golden top-1 and the flags of a masked pair per input."""
 
     tm: Any
     data: EvalSet
@@ -62,7 +62,8 @@ class _CleanBlock:
     end: int
     writes: tuple[int, ...]  # the model's parameter and buffer write counts when it was computed
     cache: dict
-    masked_stats: torch.Tensor
+    golden_top: torch.Tensor
+    masked_flags: torch.Tensor
 
 
 @dataclass
@@ -235,7 +236,7 @@ class FastEngine(Engine):
         log.debug("fast engine: %d inputs per cached block, %d rows per replay pass", nb, rows_max)
         # blocks never straddle the golden batches (kernels may depend on the batch size)
         blocks = [(s, min(s + nb, b + self.batch_size, n)) for b in range(0, n, self.batch_size) for s in range(b, min(b + self.batch_size, n), nb)]
-        codes_all, stats_all, owners_all = [], [], []
+        codes_all, flags_all, owners_all = [], [], []
         redo: set[int] = set()
         by_node: dict[Any, list[_Job]] = {}
         for job in jobs:
@@ -247,7 +248,7 @@ class FastEngine(Engine):
                 pf, pi = self._pairs([j for j in group if j.pos not in redo], s, e)
                 for c in range(0, len(pf), rows_max):
                     cf, ci = pf[c : c + rows_max], pi[c : c + rows_max]
-                    ok = self._pass(target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, stats_all, owners_all)
+                    ok = self._pass(target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, flags_all, owners_all)
                     if not ok:
                         redo.update(int(v) for v in np.unique(cf))
                         log.info("fast engine: control rows disagreed at %s; %d faults go to the exact engine", node.name, len(np.unique(cf)))
@@ -266,14 +267,14 @@ class FastEngine(Engine):
             return [], slow
         owners = torch.cat(owners_all)
         codes = torch.cat(codes_all)
-        stats = torch.cat(stats_all)
+        flags = torch.cat(flags_all)
         if redo:
             mask = ~torch.isin(owners, torch.as_tensor(sorted(redo), device=owners.device))
-            owners, codes, stats = owners[mask], codes[mask], stats[mask]
+            owners, codes, flags = owners[mask], codes[mask], flags[mask]
         # renumber owners to positions in keep_jobs
         remap = torch.full((len(faults),), -1, dtype=torch.long, device=owners.device)
         remap[torch.as_tensor([j.pos for j in keep_jobs], device=owners.device)] = torch.arange(len(keep_jobs), device=owners.device)
-        return aggregate([j.fault.id for j in keep_jobs], remap[owners], stats, codes, engine=self.name), slow
+        return aggregate([j.fault.id for j in keep_jobs], remap[owners], codes, flags, engine=self.name), slow
 
     def _clean_cache(self, target: Target, tm: TracedModel, data: EvalSet, s: int, e: int) -> dict:
         """Every node's clean value for inputs [s, e), checked against the golden outputs.
@@ -291,10 +292,12 @@ class FastEngine(Engine):
         golden = data.golden[s:e]
         if not torch.equal(as_int_view(out.contiguous()), as_int_view(golden.reshape(out.shape).contiguous())):
             raise UnsupportedModel("the traced graph does not reproduce the golden outputs bit for bit")
-        # a finished (masked) pair's stats depend on its input only: computed once per block
+        # a finished (masked) pair's flags depend on its input only: computed once per block
+        golden = golden.reshape(e - s, -1)
+        top = golden.argmax(dim=1)
         zero = torch.zeros(e - s, dtype=torch.uint8, device=golden.device)
-        masked = pair_stats(zero, golden, golden, None if data.labels is None else data.labels[s:e], k=self.k)
-        self._block = _CleanBlock(tm, data, s, e, writes, cache, masked)
+        masked = pair_flags(zero, golden, golden, None if data.labels is None else data.labels[s:e], k=self.k, golden_top=top)
+        self._block = _CleanBlock(tm, data, s, e, writes, cache, top, masked)
         return cache
 
     def release(self) -> None:
@@ -318,7 +321,7 @@ class FastEngine(Engine):
 
     def _pass(
         self, target: Target, tm: TracedModel, data: EvalSet, cache: dict, s: int, node: Any, mode: str, pname: str,
-        faults: Sequence[Fault], cf: np.ndarray, ci: np.ndarray, codes_all: list, stats_all: list, owners_all: list,
+        faults: Sequence[Fault], cf: np.ndarray, ci: np.ndarray, codes_all: list, flags_all: list, owners_all: list,
     ) -> bool:
         """One batched replay of pairs (cf, ci); returns False when the control rows disagree."""
         dev = data.golden.device
@@ -360,7 +363,7 @@ class FastEngine(Engine):
         golden_blk = data.golden[s : s + nb]
         lab_blk = None if data.labels is None else data.labels[s : s + nb]
         codes = torch.zeros(r, dtype=torch.uint8, device=dev)
-        stats = self._block.masked_stats.index_select(0, inp)
+        flags = self._block.masked_flags.index_select(0, inp)
         if res.out is not None:
             out = res.out.reshape(res.out.shape[0], -1)
             ctrl = res.pinned
@@ -372,11 +375,14 @@ class FastEngine(Engine):
                 f_live = out[live]
                 li = inp.index_select(0, rows)
                 g = golden_blk.index_select(0, li)
-                c, st = classify_pairs(g, f_live, None if lab_blk is None else lab_blk.index_select(0, li), k=self.k, tolerance=self.tolerance)
+                c, fl = classify_pairs(
+                    g, f_live, None if lab_blk is None else lab_blk.index_select(0, li), k=self.k, tolerance=self.tolerance,
+                    golden_top=self._block.golden_top.index_select(0, li),
+                )
                 codes[rows] = c
-                stats[rows] = st
+                flags[rows] = fl
         self.stats["early_exit_rows"] += int(res.finished[:r].sum())
-        stats_all.append(stats)
+        flags_all.append(flags)
         codes_all.append(codes)
         owners_all.append(torch.as_tensor(cf, device=dev))
         return True
