@@ -488,12 +488,17 @@ class FastEngine(Engine):
         g = clean[0].numel() // int(clean.shape[1])
         r = len(cf)
         dev = clean.device
-        uniq = np.array(list(dict.fromkeys(cf.tolist())), dtype=np.int64)
+        heads = cf[np.r_[True, cf[1:] != cf[:-1]]]  # a fault's rows are one run: first-seen order from the run heads
+        uniq = np.array(list(dict.fromkeys(heads.tolist())), dtype=np.int64)
         k = _positions(uniq, cf)  # row -> its fault's place in uniq: group k // c_out, slot k % c_out
         ch = torch.zeros(len(inp), dtype=torch.long, device=dev)
         ch[:r] = torch.from_numpy(np.array([faults[int(p)].index[0] for p in uniq], dtype=np.int64)[k]).to(dev)
         val = clean_block(clean, inp, ch, g)
-        for g0 in range(0, len(uniq), c_out):
+        # rows sorted by their fault's group once, so each group's rows are one slice
+        grp = k // c_out
+        order = np.argsort(grp, kind="stable")
+        bounds = np.searchsorted(grp[order], np.arange(0, (len(uniq) - 1) // c_out + 2))
+        for gi, g0 in enumerate(range(0, len(uniq), c_out)):
             fs = [faults[int(p)] for p in uniq[g0 : g0 + c_out]]
             # slot i holds fault i's output channel, the rest repeat channel 0: the layer's own shape
             perm = torch.zeros(c_out, dtype=torch.long, device=dev)
@@ -507,10 +512,10 @@ class FastEngine(Engine):
             else:
                 sb[slots] = _faulty_elements(sb[slots], fs)  # type: ignore[index]
             out = self._layer(mod, x, sw, sb)
-            sel = np.flatnonzero(k // c_out == g0 // c_out)
+            sel = order[bounds[gi] : bounds[gi + 1]]
             rows = torch.from_numpy(sel).to(dev)
-            slots = torch.from_numpy(k[sel] % c_out).to(dev)
-            val[rows] = clean_block(out, inp.index_select(0, rows), slots, g)
+            slots = torch.from_numpy(k[sel] - g0).to(dev)
+            val.index_copy_(0, rows, clean_block(out, inp.index_select(0, rows), slots, g))
         return Block(val, ch)
 
     def _activation_block(self, tm, cache, node, faults, cf, inp) -> Block:
@@ -561,9 +566,12 @@ def _faulty_elements(values: torch.Tensor, faults: Sequence[Fault]) -> torch.Ten
     out = values.clone()
     width = values.element_size() * 8
     by_model: dict[str, list[int]] = {}
+    checked: set[tuple[int, ...]] = set()
     for i, f in enumerate(faults):
         if f.model in BIT_MODELS:
-            check_bits(f.bits, values.dtype)
+            if f.bits not in checked:
+                check_bits(f.bits, values.dtype)
+                checked.add(f.bits)
             by_model.setdefault(f.model, []).append(i)
         else:
             out[i : i + 1] = apply_fault_model(values[i : i + 1], f.model, f.bits, value=f.value)
