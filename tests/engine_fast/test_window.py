@@ -190,3 +190,27 @@ def test_control_rows_catch_a_kernel_the_size_check_missed(digits, monkeypatch):
     diff, _, _ = compare(eng, target, x, y, faults)
     assert diff == 0
     assert any(seen)  # wrong windowed convolutions were computed, and caught
+
+
+@pytest.mark.parametrize("rounds_apart", [False, True])
+def test_convolutions_take_regions_in_either_layout_only_where_both_are_exact(digits, monkeypatch, rounds_apart):
+    """Window convolutions skip the layout copy only when checked bit-exact on both layouts; a kernel off by one ulp on
+    the other layout keeps the clean one. Outcomes equal exact mode's either way."""
+    x, y = digits
+    target = _target("resnet", x)
+    if rounds_apart:
+        apply = fw.WindowReplay._apply
+
+        def other_layout_off(mod, region):
+            out = apply(mod, region)
+            if isinstance(mod, nn.Conv2d) and region.stride(1) == 1 and region.shape[1] > 1:  # channels-last (or 1x1: both)
+                out = (out.contiguous().view(torch.int32) ^ 1).view(torch.float32)
+            return out
+
+        monkeypatch.setattr(fw.WindowReplay, "_apply", staticmethod(other_layout_off))
+    faults = random_faults(target, "activation", 30, seed=15)
+    eng = FastEngine()
+    diff, _, _ = compare(eng, target, x, y, faults)
+    assert diff == 0 and eng.stats["redone"] == 0 and eng.stats["windowed_passes"] > 0
+    checked = [v for w in eng._window_of.values() for v in w._any_layout.values()]
+    assert checked and (not any(checked) if rounds_apart else any(checked))

@@ -35,6 +35,8 @@ MAX_SHARE = 0.55
 #: (no transcendental functions, whose vector and scalar paths may round apart); each crop size is
 #: still checked once on clean rows
 _ELEMENTWISE_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d)
+#: of those, the ones that only select or pass values: the same bits in any memory layout
+_ANY_LAYOUT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d)
 _UNARY_FUNCTIONS = {torch.relu: torch.relu, F.relu: torch.relu}
 _UNARY_METHODS = {"relu": torch.relu, "relu_": torch.relu}
 _BINARY_FUNCTIONS = {
@@ -258,6 +260,8 @@ class WindowReplay(PartialReplay):
         super().__init__(tm)
         #: (node, h, w) -> the smallest window size >= (h, w) whose cropped kernel reproduced the clean values, or None
         self._sizes: dict[tuple[Any, int, int], tuple[int, int] | None] = {}
+        #: (node, h, w) -> is the node's cropped kernel bit-exact on regions in either memory layout?
+        self._any_layout: dict[tuple[Any, int, int], bool] = {}
         #: copies of the clean maps regions are read from (the engine sets the budget, and clears them per block)
         self.tables = MapTables()
 
@@ -292,17 +296,22 @@ class WindowReplay(PartialReplay):
         rows = torch.arange(min(MIN_ROWS, int(clean_in.shape[0])), device=clean_in.device)
         found = None
         h, w = nh, nw
-        while h * w < MAX_SHARE * OH * OW:
-            ok = True
+
+        def exact(h: int, w: int, layout: torch.memory_format | None) -> bool:
             for oy, ox in ((0, 0), (OH - h, OW - w), ((OH - h) // 2, (OW - w) // 2)):
                 region = read_region(clean_in, None, rows, np.full(len(rows), oy * s[0] - p[0]), np.full(len(rows), ox * s[1] - p[1]),
-                                     (h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (w - 1) * s[1] + d[1] * (k[1] - 1) + 1)
+                                     (h - 1) * s[0] + d[0] * (k[0] - 1) + 1, (w - 1) * s[1] + d[1] * (k[1] - 1) + 1, layout)
                 want = clean_out.index_select(0, rows)[:, :, oy : oy + h, ox : ox + w]
                 if not bool(rows_equal(self._apply(mod, region), want).all()):
-                    ok = False
-                    break
-            if ok:
+                    return False
+            return True
+
+        while h * w < MAX_SHARE * OH * OW:
+            if exact(h, w, None):
                 found = (h, w)
+                # a convolution exact on regions of the other layout too takes them as they are read (no layout copies)
+                other = torch.channels_last if _fmt(clean_in) == torch.contiguous_format else torch.contiguous_format
+                self._any_layout[(n, h, w)] = isinstance(mod, nn.Conv2d) and exact(h, w, other)
                 break
             h, w = min(h + 1, OH), min(w + 1, OW)
         self._sizes[key] = found
@@ -337,7 +346,10 @@ class WindowReplay(PartialReplay):
             if isinstance(mod, _ELEMENTWISE_MODULES):
                 if not self._elementwise_ok(n, mod, a, int(win.crop.shape[2]), int(win.crop.shape[3]), cache):
                     return None
-                return Window(mod(win.crop.clone() if tm.inplace[n] else win.crop), win.oy, win.ox)
+                crop = win.crop
+                if not isinstance(mod, _ANY_LAYOUT_MODULES):  # arithmetic is checked in the clean layout only
+                    crop = crop.contiguous(memory_format=_fmt(cache[a]))
+                return Window(mod(crop.clone() if tm.inplace[n] and crop is win.crop else crop), win.oy, win.ox)
             geo = self._sliding(n, mod)
             if geo is None:
                 return None
@@ -356,8 +368,12 @@ class WindowReplay(PartialReplay):
             oy, ox = np.clip(first_y, 0, OH - nh), np.clip(first_x, 0, OW - nw)
             # max pooling reads its regions channels-last (the faster kernel; see run_pool), its output goes back to the clean layout
             layout = torch.channels_last if isinstance(mod, nn.MaxPool2d) else None
-            region = read_region(cache[a], win, inp, oy * s[0] - p[0], ox * s[1] - p[1], (nh - 1) * s[0] + ke[0], (nw - 1) * s[1] + ke[1], layout, self.tables)
-            return Window(self._apply(mod, region).contiguous(memory_format=_fmt(out_clean)), oy, ox)
+            any_layout = self._any_layout.get((n, nh, nw), False)
+            region = read_region(cache[a], win, inp, oy * s[0] - p[0], ox * s[1] - p[1], (nh - 1) * s[0] + ke[0], (nw - 1) * s[1] + ke[1], layout, self.tables,
+                                 any_layout=any_layout)
+            out = self._apply(mod, region)
+            # crops stay in the layout they came out in where the next steps do not care (see _ANY_LAYOUT_MODULES)
+            return Window(out if any_layout or isinstance(mod, nn.MaxPool2d) else out.contiguous(memory_format=_fmt(out_clean)), oy, ox)
         if n.op in ("call_function", "call_method"):
             table_u = _UNARY_FUNCTIONS if n.op == "call_function" else _UNARY_METHODS
             table_b = _BINARY_FUNCTIONS if n.op == "call_function" else _BINARY_METHODS
