@@ -44,11 +44,15 @@ from ._base import Engine, EvalSet
 from .exact import ExactEngine
 from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
 from .fast_block import Block, BlockReplay, clean_block, write_blocks
+from .fast_keras import KerasGraph
 from .fast_window import Window, WindowReplay, read_region
 
 log = logging.getLogger("faultlab")
 
 DEFAULT_MAX_MEMORY = 1 << 30
+#: rows per Keras replay pass at most: Keras's torch convolutions copy every batch between NHWC and
+#: NCHW, and on the test models passes beyond a few thousand rows ran slower, not faster
+KERAS_MAX_ROWS = 8192
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -126,12 +130,20 @@ class FastEngine(Engine):
         from ..targets.torch import TorchTarget
 
         model = getattr(target, "model", None)
-        if not isinstance(target, TorchTarget) or not isinstance(model, nn.Module):
-            log.info("fast engine: %s targets are run by the exact engine", getattr(target, "framework", "?"))
-            return None
         hit = self._traced.get(id(target))
         if hit is not None and hit[0] is model:
             return hit[1]
+        if getattr(target, "framework", None) == "keras":
+            graph: KerasGraph | None = None
+            try:
+                graph = KerasGraph(target)
+            except UnsupportedModel as e:
+                log.warning("fast engine: %s; using the exact engine", e)
+            self._traced[id(target)] = (model, graph)
+            return graph  # type: ignore[return-value]
+        if not isinstance(target, TorchTarget) or not isinstance(model, nn.Module):
+            log.info("fast engine: %s targets are run by the exact engine", getattr(target, "framework", "?"))
+            return None
         traced: TracedModel | None = None
         training = [n for n, m in model.named_modules() if m.training]
         if training:
@@ -203,9 +215,13 @@ class FastEngine(Engine):
         results: dict[int, FaultResult] = {}
         try:
             with torch.no_grad():
-                fast_results, slow = self._run_fast(target, tm, data, faults)
+                if isinstance(tm, KerasGraph):
+                    fast_results, slow = self._run_keras(target, tm, data, faults)
+                else:
+                    fast_results, slow = self._run_fast(target, tm, data, faults)
         except UnsupportedModel as e:
-            self._windows(tm).tables.clear()
+            if isinstance(tm, TracedModel):
+                self._windows(tm).tables.clear()
             self.release()
             log.warning("fast engine: %s; using the exact engine", e)
             self._traced[id(target)] = (target.model, None)  # type: ignore[attr-defined]
@@ -261,6 +277,12 @@ class FastEngine(Engine):
                 stacked = job.mode == "stacked" and self._stacked_ok.get((id(tm), job.node.name), False)
                 self.stats["node" if job.mode == "stacked" and not stacked else job.mode] += 1
         self.stats["redone"] = len(redo)
+        return self._results(jobs, redo, faults, slow, codes_all, flags_all, owners_all)
+
+    def _results(
+        self, jobs: list[_Job], redo: set[int], faults: Sequence[Fault], slow: list[Fault], codes_all: list, flags_all: list, owners_all: list,
+    ) -> tuple[list[FaultResult], list[Fault]]:
+        """Per-fault results of the jobs not redone; the redone faults join ``slow`` (for the exact engine)."""
         keep_jobs = [j for j in jobs if j.pos not in redo]
         slow.extend(faults[p] for p in sorted(redo))
         if not keep_jobs:
@@ -275,6 +297,92 @@ class FastEngine(Engine):
         remap = torch.full((len(faults),), -1, dtype=torch.long, device=owners.device)
         remap[torch.as_tensor([j.pos for j in keep_jobs], device=owners.device)] = torch.arange(len(keep_jobs), device=owners.device)
         return aggregate([j.fault.id for j in keep_jobs], remap[owners], codes, flags, engine=self.name), slow
+
+    def _run_keras(self, target: Target, kg: KerasGraph, data: EvalSet, faults: Sequence[Fault]) -> tuple[list[FaultResult], list[Fault]]:
+        """Keras models on the torch backend: cone replay at layer granularity (see :mod:`.fast_keras`).
+
+        A weight fault is written in place for one call of its layer on the block's clean inputs
+        (then restored), an activation fault applied to the cached output; the layers downstream
+        run once for all rows of a pass. Faults on a single input, layers whose own call does not
+        reproduce its cached output, and passes whose control rows disagree go to the exact engine.
+        """
+        jobs, slow = [], []
+        for j, f in enumerate(faults):
+            try:
+                site = target.site(f.layer, f.site)
+            except Exception:
+                slow.append(f)  # the exact engine raises the proper error
+                continue
+            node = kg.node_of.get(site.layer)
+            # a fault on one input is compared by the exact engine with a golden pass of that input alone:
+            # Keras's matmul on one row rounds apart from the same row in a batch, so it stays exact
+            if node is None or len(kg.out_ids[node]) != 1 or f.input is not None:
+                slow.append(f)
+                continue
+            jobs.append(_Job(j, f, "act" if f.site == "activation" else "node", node))
+        if not jobs:
+            return [], slow
+        n = data.n
+        if not kg.row_bytes:
+            kg.clean(data.x[: min(n, MIN_ROWS)])
+        row = max(kg.row_bytes, 1)
+        nb = max(min(MIN_ROWS, n, self.batch_size), min(self.batch_size, n, (self.max_memory // 2) // row))
+        rows_max = max(MIN_ROWS, min(KERAS_MAX_ROWS, (self.max_memory - nb * row) // (3 * row)) // MIN_ROWS * MIN_ROWS) - 1
+        blocks = [(s, min(s + nb, b + self.batch_size, n)) for b in range(0, n, self.batch_size) for s in range(b, min(b + self.batch_size, n), nb)]
+        by_node: dict[Any, list[_Job]] = {}
+        for job in jobs:
+            by_node.setdefault((job.node, job.mode), []).append(job)
+        groups = sorted(by_node.items(), key=lambda kv: kg.order[kv[0][0]])
+        codes_all: list = []
+        flags_all: list = []
+        owners_all: list = []
+        redo: set[int] = set()
+        try:
+            for s, e in blocks:
+                cache = self._clean_cache(target, kg, data, s, e)  # type: ignore[arg-type]
+                exact_nodes: dict[Any, bool] = {}
+                for (node, mode), group in groups:
+                    pf, pi = self._pairs([j for j in group if j.pos not in redo], s, e)
+                    for c in range(0, len(pf), rows_max):
+                        cf, ci = pf[c : c + rows_max], pi[c : c + rows_max]
+                        if not self._pass_keras(target, kg, data, cache, s, node, mode, faults, cf, ci, exact_nodes, codes_all, flags_all, owners_all):
+                            redo.update(int(v) for v in np.unique(cf))
+                            log.info("fast engine: Keras layer %s not reproduced in a pass; %d faults go to the exact engine", node.operation.name, len(np.unique(cf)))
+        finally:
+            self.release()  # Keras variables are written through .data: no write counts to trust for a kept cache
+        for job in jobs:
+            if job.pos not in redo:
+                self.stats[job.mode] += 1
+        self.stats["redone"] = len(redo)
+        return self._results(jobs, redo, faults, slow, codes_all, flags_all, owners_all)
+
+    def _pass_keras(
+        self, target: Target, kg: KerasGraph, data: EvalSet, cache: dict, s: int, node: Any, mode: str, faults: Sequence[Fault],
+        cf: np.ndarray, ci: np.ndarray, exact_nodes: dict, codes_all: list, flags_all: list, owners_all: list,
+    ) -> bool:
+        dev = data.golden.device
+        r = len(cf)
+        nb = int(cache[kg.input].shape[0])
+        n_ctrl = bucket(r + 1) - r
+        all_inp = torch.cat([torch.as_tensor(ci, device=dev), torch.arange(n_ctrl, device=dev) % nb])
+        pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
+        pinned[r:] = True
+        out_id = kg.out_ids[node][0]
+        value = gather_rows(cache[out_id], all_inp)
+        if mode == "act":
+            self._apply_act_faults(value, faults, cf, lambda f: f.index)
+        else:
+            if node not in exact_nodes:  # the layer's own call on the cached inputs must give its cached output
+                exact_nodes[node] = bool(rows_equal(kg.call(node, cache)[0], cache[out_id]).all())
+            if not exact_nodes[node]:
+                return False
+            runs = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])
+            for a, b in zip(runs.tolist(), np.r_[runs[1:], r].tolist()):
+                with target.inject([(faults[int(cf[a])], None)]):
+                    v = kg.call(node, cache)[0]
+                value[a:b] = gather_rows(v, all_inp[a:b])
+        res = kg.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
+        return self._collect(data, s, nb, all_inp[:r], all_inp, res, cf, codes_all, flags_all, owners_all)
 
     def _clean_cache(self, target: Target, tm: TracedModel, data: EvalSet, s: int, e: int) -> dict:
         """Every node's clean value for inputs [s, e), checked against the golden outputs.
@@ -360,10 +468,19 @@ class FastEngine(Engine):
             value = write_blocks(cache[node], blk, all_inp)
         if res is None:
             res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
+        return self._collect(data, s, nb, inp, all_inp, res, cf, codes_all, flags_all, owners_all)
+
+    def _collect(
+        self, data: EvalSet, s: int, nb: int, inp: torch.Tensor, all_inp: torch.Tensor, res: Any, cf: np.ndarray,
+        codes_all: list, flags_all: list, owners_all: list,
+    ) -> bool:
+        """Codes and flags of a replay's rows (finished rows are masked); False when its control rows disagree with the golden outputs."""
+        r = len(cf)
+        dev = data.golden.device
         golden_blk = data.golden[s : s + nb]
         lab_blk = None if data.labels is None else data.labels[s : s + nb]
         codes = torch.zeros(r, dtype=torch.uint8, device=dev)
-        flags = self._block.masked_flags.index_select(0, inp)
+        flags = self._block.masked_flags.index_select(0, inp)  # type: ignore[union-attr]
         if res.out is not None:
             out = res.out.reshape(res.out.shape[0], -1)
             ctrl = res.pinned
@@ -377,7 +494,7 @@ class FastEngine(Engine):
                 g = golden_blk.index_select(0, li)
                 c, fl = classify_pairs(
                     g, f_live, None if lab_blk is None else lab_blk.index_select(0, li), k=self.k, tolerance=self.tolerance,
-                    golden_top=self._block.golden_top.index_select(0, li),
+                    golden_top=self._block.golden_top.index_select(0, li),  # type: ignore[union-attr]
                 )
                 codes[rows] = c
                 flags[rows] = fl

@@ -1,0 +1,119 @@
+"""The fast engine on Keras models (torch backend): same per-(fault, input) outcomes as the exact engine, or a fallback."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from faultlab.engine import EvalSet
+from faultlab.engine.exact import ExactEngine
+from faultlab.engine.fast import FastEngine
+from faultlab.faults import Fault
+
+
+def _target(model, x):
+    from faultlab.targets.keras import KerasTarget
+
+    t = KerasTarget(model)
+    t.trace(x[:1])
+    return t
+
+
+def _faults(target, kind: str, n: int, seed: int) -> list[Fault]:
+    """Faults spread over every site of one kind: bit flips (one and two bits), stuck-at, some on a single input."""
+    rng = np.random.default_rng(seed)
+    sites = [s for s in target.sites() if s.kind == kind]
+    out = []
+    for i in range(n):
+        s = sites[i % len(sites)]
+        idx = tuple(int(v) for v in np.unravel_index(int(rng.integers(s.numel)), s.shape))
+        model = ("flip", "flip", "stuck0", "stuck1")[i % 4]
+        bits = (int(rng.integers(32)),) if i % 5 else (int(rng.integers(16)), int(rng.integers(16, 32)))
+        out.append(Fault(i, s.name, idx, tuple(sorted(set(bits))), kind, model, input=int(rng.integers(60)) if i % 7 == 3 else None))
+    return out
+
+
+def _compare(target, x, y, faults):
+    data = EvalSet.build(target, x, y)
+    fast = FastEngine()
+    a = fast.run(target, data, faults)
+    b = ExactEngine().run(target, data, faults)
+    for p, q in zip(a, b):
+        assert p.fault_id == q.fault_id
+        np.testing.assert_array_equal(p.codes, q.codes)
+        assert (p.masked, p.non_critical, p.sdc1, p.sdc5, p.due, p.top1_correct, p.top5_correct, p.top1_robust, p.top5_robust) == (
+            q.masked, q.non_critical, q.sdc1, q.sdc5, q.due, q.top1_correct, q.top5_correct, q.top1_robust, q.top5_robust)
+    return fast, a
+
+
+@pytest.mark.parametrize("which", ["seq_model", "branchy_model"])
+@pytest.mark.parametrize("kind", ["weight", "activation"])
+def test_fast_equals_exact_on_keras_models(which, kind, digits, request):
+    model = request.getfixturevalue(which)
+    test = digits[1].channels_last()
+    x, y = test.x[:60], test.y[:60]
+    t = _target(model, x)
+    faults = _faults(t, kind, 60, seed=3)
+    fast, res = _compare(t, x, y, faults)
+    one_input = sum(f.input is not None for f in faults)  # compared with a one-row golden pass: the exact engine's
+    assert one_input and fast.stats["exact"] == one_input and fast.stats["redone"] == 0
+    assert fast.stats["node" if kind == "weight" else "act"] == len(faults) - one_input
+    assert fast.stats["early_exit_rows"] > 0
+    assert len({(r.masked, r.sdc1) for r in res}) > 2  # the faults do not all end alike
+    before = [np.array(v.numpy(), copy=True) for v in model.weights]
+    for v, b in zip(model.weights, before):  # every weight is back, bit for bit
+        assert np.array_equal(v.numpy().view(np.int32), b.view(np.int32))
+
+
+def test_control_rows_send_a_pass_that_rounds_apart_to_the_exact_engine(branchy_model, digits, monkeypatch):
+    """A downstream layer call off by one ulp in replay only: control rows see it, those faults are redone exactly."""
+    import torch
+
+    from faultlab.engine import fast_keras
+
+    test = digits[1].channels_last()
+    x, y = test.x[:60], test.y[:60]
+    t = _target(branchy_model, x)
+    call = fast_keras.KerasGraph.call
+    in_replay = {"on": False}
+
+    def off_by_ulp(self, n, values):
+        out = call(self, n, values)
+        if in_replay["on"] and n.operation.name == "logits":
+            out = [(o.view(torch.int32) ^ 1).view(torch.float32) for o in out]
+        return out
+
+    replay = fast_keras.KerasGraph.replay
+
+    def spy(self, *a, **k):
+        in_replay["on"] = True
+        try:
+            return replay(self, *a, **k)
+        finally:
+            in_replay["on"] = False
+
+    monkeypatch.setattr(fast_keras.KerasGraph, "call", off_by_ulp)
+    monkeypatch.setattr(fast_keras.KerasGraph, "replay", spy)
+    faults = [f for f in _faults(t, "activation", 40, seed=4) if f.layer != "logits"]
+    fast, _ = _compare(t, x, y, faults)
+    one_input = sum(f.input is not None for f in faults)
+    assert fast.stats["redone"] > 0 and fast.stats["exact"] == fast.stats["redone"] + one_input
+
+
+def test_keras_models_without_a_graph_or_with_shared_layers_fall_back(digits, caplog):
+    import keras
+
+    test = digits[1].channels_last()
+    x, y = test.x[:20], test.y[:20]
+    shared = keras.layers.Dense(16, activation="relu", name="shared")
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten()(inp)
+    h = keras.layers.Dense(16, name="first")(h)
+    h = shared(shared(h))  # one layer applied twice: its weight acts non-linearly
+    model = keras.Model(inp, keras.layers.Dense(10, name="out")(h))
+    t = _target(model, x)
+    faults = [Fault(0, "shared", (1, 2), (30,)), Fault(1, "out", (3, 4), (29,))]
+    with caplog.at_level(logging.WARNING, logger="faultlab"):
+        fast, _ = _compare(t, x, y, faults)
+    assert fast.stats["exact"] == 2 and "called more than once" in caplog.text
