@@ -117,3 +117,30 @@ def test_keras_models_without_a_graph_or_with_shared_layers_fall_back(digits, ca
     with caplog.at_level(logging.WARNING, logger="faultlab"):
         fast, _ = _compare(t, x, y, faults)
     assert fast.stats["exact"] == 2 and "called more than once" in caplog.text
+
+
+def test_a_big_pass_that_rounds_apart_is_retried_in_block_sized_passes(seq_model, digits, monkeypatch):
+    """Kernels that block their sums by batch size: a big pass fails its control rows, is rerun in passes no bigger
+    than a block, and nothing goes to the exact engine."""
+    import torch
+
+    from faultlab.engine import fast_keras
+
+    test = digits[1].channels_last()
+    x, y = test.x[:60], test.y[:60]
+    t = _target(seq_model, x)
+    call = fast_keras.KerasGraph.call
+    seen = []
+
+    def big_batches_round_apart(self, n, values):
+        out = call(self, n, values)
+        if n.operation.name == "dense_1" and int(out[0].shape[0]) > 200:
+            seen.append(int(out[0].shape[0]))
+            out = [(o.view(torch.int32) ^ 1).view(torch.float32) for o in out]
+        return out
+
+    monkeypatch.setattr(fast_keras.KerasGraph, "call", big_batches_round_apart)
+    faults = [f for f in _faults(t, "weight", 40, seed=5) if f.input is None and f.layer.startswith("conv2d")]
+    fast, _ = _compare(t, x, y, faults)
+    assert seen  # a big pass reached dense_1, rounded apart, and was not used
+    assert fast.stats["redone"] == 0 and fast.stats["exact"] == 0 and fast.stats["node"] == len(faults)
