@@ -329,6 +329,8 @@ class FastEngine(Engine):
         nb = max(min(MIN_ROWS, n, self.batch_size), min(self.batch_size, n, (self.max_memory // 2) // row))
         rows_max = max(MIN_ROWS, min(KERAS_MAX_ROWS, (self.max_memory - nb * row) // (3 * row)) // MIN_ROWS * MIN_ROWS) - 1
         small = min(rows_max, max(MIN_ROWS, nb) - 1)
+        if kg.small_passes:  # learnt in an earlier run on this model (a campaign runs once per chunk of faults)
+            rows_max = small
         blocks = [(s, min(s + nb, b + self.batch_size, n)) for b in range(0, n, self.batch_size) for s in range(b, min(b + self.batch_size, n), nb)]
         by_node: dict[Any, list[_Job]] = {}
         for job in jobs:
@@ -352,6 +354,7 @@ class FastEngine(Engine):
                                 # a matmul over many rows may block its sums otherwise than over a golden batch:
                                 # passes no bigger than a block from here on, and this one again
                                 rows_max = small
+                                kg.small_passes = True
                                 log.info("fast engine: Keras pass of %d rows at %s rounded apart; passes of %d rows from here", len(cf), node.operation.name, small)
                                 continue
                             redo.update(int(v) for v in np.unique(cf))

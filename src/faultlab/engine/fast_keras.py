@@ -45,6 +45,8 @@ class KerasGraph:
         self.out_ids = {n: [id(t) for t in n.outputs] for n in self.nodes}
         self._plans: dict[Any, tuple] = {}
         self.row_bytes = 0
+        #: set once a big pass rounded apart from the golden batches: later passes are no bigger than a block
+        self.small_passes = False
 
     # ----- running nodes -----
     def call(self, n: Any, values: dict[int, Any]) -> list[Any]:
