@@ -372,13 +372,9 @@ class FastEngine(Engine):
         self, target: Target, kg: KerasGraph, data: EvalSet, cache: dict, s: int, node: Any, mode: str, faults: Sequence[Fault],
         cf: np.ndarray, ci: np.ndarray, exact_nodes: dict, codes_all: list, flags_all: list, owners_all: list,
     ) -> bool:
-        dev = data.golden.device
         r = len(cf)
         nb = int(cache[kg.input].shape[0])
-        n_ctrl = bucket(r + 1) - r
-        all_inp = torch.cat([torch.as_tensor(ci, device=dev), torch.arange(n_ctrl, device=dev) % nb])
-        pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
-        pinned[r:] = True
+        all_inp, pinned = _with_controls(ci, nb, data.golden.device)
         out_id = kg.out_ids[node][0]
         value = gather_rows(cache[out_id], all_inp)
         if mode == "act":
@@ -444,15 +440,10 @@ class FastEngine(Engine):
         faults: Sequence[Fault], cf: np.ndarray, ci: np.ndarray, codes_all: list, flags_all: list, owners_all: list,
     ) -> bool:
         """One batched replay of pairs (cf, ci); returns False when the control rows disagree."""
-        dev = data.golden.device
         r = len(cf)
         nb = int(cache[tm.input].shape[0])
-        n_ctrl = bucket(r + 1) - r
-        # pinned clean control rows: they must come out bit-identical to the golden outputs
-        all_inp = torch.cat([torch.as_tensor(ci, device=dev), torch.arange(n_ctrl, device=dev) % nb])
+        all_inp, pinned = _with_controls(ci, nb, data.golden.device)
         inp = all_inp[:r]
-        pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
-        pinned[r:] = True
         res = None
         blk = None
         if mode == "act" and self.window and self._act_windowable(tm, cache, node, faults, cf):
@@ -683,6 +674,19 @@ class FastEngine(Engine):
                 v = tm.call(node, cache.__getitem__)
             value[a:b] = gather_rows(v, inp[a:b])
         return value
+
+
+def _with_controls(ci: np.ndarray, nb: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pass's rows: the pairs' block-local inputs ``ci``, then pinned clean control rows up to a :func:`bucket` size.
+
+    The control rows must come out bit-identical to the golden outputs; returns (inputs, pinned mask).
+    """
+    r = len(ci)
+    n_ctrl = bucket(r + 1) - r
+    all_inp = torch.cat([torch.as_tensor(ci, device=dev), torch.arange(n_ctrl, device=dev) % nb])
+    pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
+    pinned[r:] = True
+    return all_inp, pinned
 
 
 def _write_counts(model: nn.Module) -> tuple[int, ...]:

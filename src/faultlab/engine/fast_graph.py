@@ -61,6 +61,17 @@ def keep_rows(same: torch.Tensor, pinned: torch.Tensor) -> tuple[torch.Tensor | 
     return torch.nonzero(keep).squeeze(1), pinned
 
 
+def finish_rows(
+    same: torch.Tensor, ids: torch.Tensor, inputs: torch.Tensor, pinned: torch.Tensor, finished: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mark rows ``same`` (equal to the clean values) finished; returns (kept positions, or None for all; ids, inputs, pinned of the rows left)."""
+    finished[ids[same]] = True
+    idx, pinned = keep_rows(same, pinned)
+    if idx is None:
+        return None, ids, inputs, pinned
+    return idx, ids[idx], inputs[idx], pinned[idx]
+
+
 class UnsupportedModel(Exception):
     """The model cannot be replayed node by node (the engine falls back to exact mode)."""
 
@@ -388,11 +399,9 @@ class TracedModel:
             same = rows_equal(v, gather_rows(cache[n], cur_inp))
             if not bool(same.any()):
                 return False
-            finished[ids[same]] = True
-            idx, cur_pin = keep_rows(same, cur_pin)
+            idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished)
             if idx is None:
                 return bool(cur_pin.all())
-            ids, cur_inp, cur_pin = ids[idx], cur_inp[idx], cur_pin[idx]
             for a in list(env):
                 env[a] = _gather(env[a], idx)
             gathered = {}
@@ -488,10 +497,9 @@ class PartialReplay:
             for e in eqs.values():
                 same = e if same is None else same & e
             if early_exit and same is not None and bool((same & ~cur_pin).any()):
-                finished[ids[same]] = True
-                idx, cur_pin = keep_rows(same, cur_pin)
+                idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished)
                 if idx is not None:
-                    ids, cur_inp, cur_pin, cur_ctrl = ids[idx], cur_inp[idx], cur_pin[idx], cur_ctrl[idx]
+                    cur_ctrl = cur_ctrl[idx]
                     env = {a: p.take(idx) for a, p in env.items()}
                     eqs = {a: e[idx] for a, e in eqs.items()}
                 if bool(cur_pin.all()):
@@ -515,4 +523,4 @@ class PartialReplay:
         return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
 
 
-__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "run_pool", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
+__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "run_pool", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .fast_graph import ReplayResult, UnsupportedModel, gather_rows, keep_rows, rows_equal
+from .fast_graph import ReplayResult, UnsupportedModel, finish_rows, gather_rows, rows_equal
 
 
 class KerasGraph:
@@ -120,11 +120,9 @@ class KerasGraph:
             same = rows_equal(env[t], gather_rows(cache[t], cur_inp))
             if not bool(same.any()):
                 return False
-            finished[ids[same]] = True
-            idx, cur_pin = keep_rows(same, cur_pin)
+            idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished)
             if idx is None:
                 return bool(cur_pin.all())
-            ids, cur_inp, cur_pin = ids[idx], cur_inp[idx], cur_pin[idx]
             env = {a: gather_rows(v, idx) for a, v in env.items()}
             gathered = {}
             return bool(cur_pin.all())
