@@ -21,6 +21,9 @@ every graph node is cached; a fault at node L then replays only L's downstream c
 * Rows that become bit-identical to the clean values at a node every later value depends on
   are finished as masked.
 
+Keras models on the torch backend replay at layer granularity instead (:mod:`.fast_keras`): no
+tracing, stacking, windows or blocks, the same cache, early exit and control rows.
+
 Passes never run fewer than :data:`MIN_ROWS` rows (CPU kernels round differently for tiny
 batches) and every pass carries pinned clean control rows that must reproduce the golden outputs
 bit for bit; a pass whose controls disagree is redone by the exact engine, as is everything
@@ -126,7 +129,7 @@ class FastEngine(Engine):
     def _exact(self) -> ExactEngine:
         return ExactEngine(batch_size=self.batch_size, k=self.k, tolerance=self.tolerance)
 
-    def _trace(self, target: Target) -> TracedModel | None:
+    def _trace(self, target: Target) -> TracedModel | KerasGraph | None:
         from ..targets.torch import TorchTarget
 
         model = getattr(target, "model", None)
@@ -140,7 +143,7 @@ class FastEngine(Engine):
             except UnsupportedModel as e:
                 log.warning("fast engine: %s; using the exact engine", e)
             self._traced[id(target)] = (model, graph)
-            return graph  # type: ignore[return-value]
+            return graph
         if not isinstance(target, TorchTarget) or not isinstance(model, nn.Module):
             log.info("fast engine: %s targets are run by the exact engine", getattr(target, "framework", "?"))
             return None
