@@ -140,8 +140,8 @@ class FastEngine(Engine):
             graph: KerasGraph | None = None
             try:
                 graph = KerasGraph(target)
-            except UnsupportedModel as e:
-                log.warning("fast engine: %s; using the exact engine", e)
+            except UnsupportedModel as e:  # the tensorflow backend is expected to run exact: no warning for it
+                (log.info if getattr(target, "backend", None) != "torch" else log.warning)("fast engine: %s; using the exact engine", e)
             self._traced[id(target)] = (model, graph)
             return graph
         if not isinstance(target, TorchTarget) or not isinstance(model, nn.Module):
