@@ -119,12 +119,25 @@ def classify_pairs(
     g_top = golden.argmax(dim=1) if golden_top is None else golden_top
     f_top = faulty.argmax(dim=1)
     kept = f_top == g_top
-    g_in = in_top_k(faulty, g_top, kk)
+    g_in = _in_top_k_unless_top(faulty, g_top, kk, kept)
     codes = _codes(golden, faulty, ~kept, ~g_in)
     if labels is None:
         return codes, (codes <= NON_CRITICAL).to(torch.uint8) * 15
-    flags = (f_top == labels).to(torch.uint8) | (in_top_k(faulty, labels, kk).to(torch.uint8) << 1) | (kept.to(torch.uint8) << 2) | (g_in.to(torch.uint8) << 3)
+    hit = f_top == labels
+    flags = hit.to(torch.uint8) | (_in_top_k_unless_top(faulty, labels, kk, hit).to(torch.uint8) << 1) | (kept.to(torch.uint8) << 2) | (g_in.to(torch.uint8) << 3)
     return codes, flags
+
+
+def _in_top_k_unless_top(scores: torch.Tensor, cls: torch.Tensor, k: int, is_top: torch.Tensor) -> torch.Tensor:
+    """:func:`in_top_k`, ranked only for the rows whose ``cls`` is not the argmax (``is_top``): the argmax is always in the top k.
+
+    Most faulty rows keep their top-1, so this ranks a few rows instead of all of them.
+    """
+    out = torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)
+    rest = torch.nonzero(~is_top).squeeze(1)
+    if len(rest):
+        out[rest] = in_top_k(scores.index_select(0, rest), cls.index_select(0, rest), k)
+    return out
 
 
 def correctness(outputs: torch.Tensor, labels: torch.Tensor, *, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,8 +179,10 @@ def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, codes: torch.T
     in input order, so each result's ``codes`` are in input order.
     """
     n_f = len(fault_ids)
-    pf_dev = pair_fault.to(codes.device).long()
-    key = pf_dev * 80 + codes.long() * 16 + flags.long()
+    pf_dev = pair_fault.to(codes.device)
+    # int32 keys when they fit: the histogram key is the costly part of a big run in int64
+    kt = torch.int32 if n_f * 80 < 2**31 else torch.int64
+    key = pf_dev.to(kt) * 80 + codes.to(kt) * 16 + flags.to(kt)
     hist = torch.bincount(key, minlength=n_f * 80).reshape(n_f, 5, 16).cpu().numpy()
     per_code = hist.sum(axis=2)  # (n_f, 5)
     per_flags = hist.sum(axis=1)  # (n_f, 16): pairs per flag combination
@@ -175,25 +190,28 @@ def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, codes: torch.T
     per_bit = per_flags @ bit_of.T  # (n_f, 4): top1/topk correct, top1/topk robust
     pf = pf_dev.cpu().numpy()
     all_codes = codes.cpu().numpy().astype(np.uint8, copy=False)
-    order = np.argsort(pf, kind="stable")
-    bounds = np.searchsorted(pf[order], np.arange(n_f + 1))
+    if len(pf) > 1 and bool((pf[1:] < pf[:-1]).any()):
+        order = np.argsort(pf, kind="stable")
+        all_codes, pf = all_codes[order], pf[order]
+    bounds = np.searchsorted(pf, np.arange(n_f + 1)).tolist()
+    rows = np.concatenate([per_code, per_code[:, SDC1:SDC1 + 1] + per_code[:, SDC5:SDC5 + 1], per_bit], axis=1).tolist()
     out = []
     for j, fid in enumerate(fault_ids):
-        h, b = per_code[j], per_bit[j]
-        c = all_codes[order[bounds[j] : bounds[j + 1]]]
+        h = rows[j]  # masked, non_critical, sdc1 code, sdc5, due, sdc1 rate, top1/topk correct, top1/topk robust
+        c = all_codes[bounds[j] : bounds[j + 1]]
         out.append(
             FaultResult(
                 fault_id=int(fid),
-                n=int(h.sum()),
-                masked=int(h[MASKED]),
-                non_critical=int(h[NON_CRITICAL]),
-                sdc1=int(h[SDC1] + h[SDC5]),
-                sdc5=int(h[SDC5]),
-                due=int(h[DUE]),
-                top1_correct=int(b[0]),
-                top5_correct=int(b[1]),
-                top1_robust=int(b[2]),
-                top5_robust=int(b[3]),
+                n=bounds[j + 1] - bounds[j],
+                masked=h[MASKED],
+                non_critical=h[NON_CRITICAL],
+                sdc1=h[5],
+                sdc5=h[SDC5],
+                due=h[DUE],
+                top1_correct=h[6],
+                top5_correct=h[7],
+                top1_robust=h[8],
+                top5_robust=h[9],
                 codes=c,
                 engine=engine,
                 codes_z=zlib.compress(c.tobytes(), 1),
