@@ -44,6 +44,7 @@ from ..faults import Fault
 from ..outcomes import FaultResult, aggregate, classify_pairs, pair_flags
 from ..targets.base import Target
 from ._base import Engine, EvalSet
+from .allocator import tune_allocator
 from .exact import ExactEngine
 from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
 from .fast_block import Block, BlockReplay, clean_block, write_blocks
@@ -89,7 +90,9 @@ class FastEngine(Engine):
 
     ``max_memory`` (bytes) bounds the clean-activation cache and the replay batches; memory
     does not grow with the number of faults. ``window=False`` turns spatial-window replay off and
-    ``blocks=False`` single-channel (block) replay (same outcomes, slower). After a run, ``stats``
+    ``blocks=False`` single-channel (block) replay (same outcomes, slower). On Linux with glibc the
+    first run makes the process keep freed memory for reuse (:func:`.allocator.tune_allocator`, a
+    process-wide setting; ``tune_allocator=False`` leaves the allocator alone). After a run, ``stats``
     counts how faults were handled (``stacked``, ``node``, ``act``, ``exact``, ``redone``,
     ``early_exit_rows``, ``windowed_passes``, ``block_passes``).
     """
@@ -106,6 +109,7 @@ class FastEngine(Engine):
         early_exit: bool = True,
         window: bool = True,
         blocks: bool = True,
+        tune_allocator: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size, k=k, tolerance=tolerance)
         if max_memory < 1:
@@ -114,6 +118,7 @@ class FastEngine(Engine):
         self.early_exit = early_exit
         self.window = window
         self.blocks = blocks
+        self.tune_allocator = tune_allocator
         self._window_of: dict[int, WindowReplay] = {}
         self._block_of: dict[int, BlockReplay] = {}
         self._traced: dict[int, tuple[Any, TracedModel | None]] = {}
@@ -210,6 +215,8 @@ class FastEngine(Engine):
     def run(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
         if not faults:
             return []
+        if self.tune_allocator:
+            tune_allocator()
         self.stats = {"stacked": 0, "node": 0, "act": 0, "exact": 0, "redone": 0, "early_exit_rows": 0, "windowed_passes": 0, "block_passes": 0}
         tm = self._trace(target)
         if tm is None:
