@@ -13,6 +13,11 @@ activations), (d) PyTorchFI 0.6.0's ``fault_injection`` with a float32 bit-flip 
 (``declare_weight_fi`` / ``declare_neuron_fi``), plus the clean
 inference rate. Slower tools run fewer faults: the metric is a rate. Every time is the best
 of three runs (the machine may be shared). Prints a markdown table.
+
+The fast engine makes glibc keep freed memory for reuse (``faultlab.engine.allocator``), a
+process-wide setting; the script turns it on before anything runs, so every tool -- the
+baselines too -- runs under the same allocator. ``--default-allocator`` leaves glibc's default
+(and the fast engine is told not to touch it), for a before/after comparison.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from torch import nn
 
 from faultlab.datasets import load_dataset
 from faultlab.engine import EvalSet
+from faultlab.engine.allocator import tune_allocator
 from faultlab.engine.exact import ExactEngine
 from faultlab.engine.fast import FastEngine
 from faultlab.faults import Fault
@@ -156,7 +162,7 @@ def timed(fn, *args) -> tuple[float, object]:
     return best, res
 
 
-def bench_model(name: str, model: nn.Module, x: np.ndarray, y: np.ndarray | None, counts: dict[str, int]) -> list[dict]:
+def bench_model(name: str, model: nn.Module, x: np.ndarray, y: np.ndarray | None, counts: dict[str, int], tune: bool = True) -> list[dict]:
     target = TorchTarget(model, example_input=x[:1])
     data = EvalSet.build(target, x, y)
     n = data.n
@@ -168,7 +174,7 @@ def bench_model(name: str, model: nn.Module, x: np.ndarray, y: np.ndarray | None
     rows = []
     for kind, faults in (("weight", weight), ("activation", act)):
         row = {"model": name, "faults": kind, "inputs": n, "clean inputs/s": clean_rate}
-        fast = FastEngine()
+        fast = FastEngine(tune_allocator=tune)
         dt, res = timed(fast.run, target, data, faults)
         row["fast"] = len(faults) * n / dt
         fast_codes = np.concatenate([r.codes for r in res])
@@ -205,8 +211,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few faults only, to check the script runs")
     ap.add_argument("--inputs", type=int, default=256, help="CIFAR-shaped inputs for ResNet-20")
+    ap.add_argument("--default-allocator", action="store_true", help="leave glibc's allocator as it is (no tune_allocator)")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    tuned = False if args.default_allocator else tune_allocator()
     logging.basicConfig(level=logging.WARNING)
     import os
 
@@ -214,11 +222,13 @@ def main() -> None:
     scale = 0.1 if args.quick else 1.0
     (rn, resnet, xr, _), (dn, digits, xd, yd) = benchmark_models(args.inputs)
     rows = []
-    rows += bench_model(rn, resnet, xr, None, {"fast": int(96 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2})
-    rows += bench_model(dn, digits, xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5})
+    tune = not args.default_allocator
+    rows += bench_model(rn, resnet, xr, None, {"fast": int(96 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2}, tune)
+    rows += bench_model(dn, digits, xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5}, tune)
     cols = ["fast", "exact", "tf_injector-style", "PyTorchFI"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, load average {load0:.1f} at start, {load:.1f} at end\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, load average {load0:.1f} at start, {load:.1f} at end, "
+          f"glibc keeps freed memory (tune_allocator) for every tool: {'yes' if tuned else 'no'}\n")
     print("| model | faults | inputs | clean inputs/s | " + " | ".join(f"{c} pairs/s" for c in cols) + " | fast / tf_injector | fast / PyTorchFI | fast pair cost (clean passes) |")
     print("|---|---|---|---|" + "---|" * len(cols) + "---|---|---|")
     for r in rows:

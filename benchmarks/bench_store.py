@@ -125,7 +125,7 @@ def bench_worker(n_faults: int, chunk: int, *, resnet_inputs: int = 0) -> dict:
     from faultlab.datasets import load_dataset
     from faultlab.engine.campaign import CampaignWorker
     from faultlab.faults import renumber
-    from faultlab.models import cache_dir, pretrained_digits_cnn, resnet20
+    from faultlab.models import pretrained_digits_cnn, pretrained_digits_path, resnet20
     from faultlab.planning import RandomPlanner
     from faultlab.targets import TargetSpec, make_target
 
@@ -137,7 +137,7 @@ def bench_worker(n_faults: int, chunk: int, *, resnet_inputs: int = 0) -> dict:
         y = rng.integers(0, 10, resnet_inputs)
     else:
         name, model = "DigitsCNN (demo)", pretrained_digits_cnn(seed=0)
-        spec = TargetSpec("faultlab.models:digits_cnn", str(cache_dir() / "digits_cnn_seed0.pt"))
+        spec = TargetSpec("faultlab.models:digits_cnn", str(pretrained_digits_path()))
         data = load_dataset("digits", split="test")
         x, y = np.array(data.x, order="C", copy=True), data.y
     target = make_target(model)

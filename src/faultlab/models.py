@@ -134,11 +134,21 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
     return model.eval()
 
 
+def pretrained_digits_path(seed: int = 0) -> Path:
+    """Where :func:`pretrained_digits_cnn` caches its weights (a ``state_dict``; pass it to ``--weights``).
+
+    "v2": trained on one thread. CPU kernels split their sums by thread count, so two threads
+    train other weights, and whichever process trained first (a CLI run, a one-thread worker)
+    used to decide the demo model; caches from then have the old name and are not read.
+    """
+    return cache_dir() / f"digits_cnn_v2_seed{seed}.pt"
+
+
 def pretrained_digits_cnn(*, seed: int = 0, retrain: bool = False) -> DigitsCNN:
-    """The demo CNN trained on the digits training split, cached as a state_dict (weights_only loading)."""
+    """The demo CNN trained on the digits training split (on one thread, so the same weights everywhere), cached at :func:`pretrained_digits_path`."""
     from .datasets import load_digits
 
-    path = cache_dir() / f"digits_cnn_seed{seed}.pt"
+    path = pretrained_digits_path(seed)
     model = DigitsCNN()
     if path.exists() and not retrain:
         model.load_state_dict(torch.load(path, weights_only=True))
@@ -146,11 +156,16 @@ def pretrained_digits_cnn(*, seed: int = 0, retrain: bool = False) -> DigitsCNN:
     torch.manual_seed(seed)
     model = DigitsCNN()
     train = load_digits("train")
-    train_classifier(model, torch.as_tensor(train.x), torch.as_tensor(train.y), seed=seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_classifier(model, torch.as_tensor(train.x), torch.as_tensor(train.y), seed=seed)
+    finally:
+        torch.set_num_threads(threads)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)
     return model
 
 
-__all__ = ["DigitsCNN", "BranchyCNN", "ResNet20", "digits_cnn", "branchy_cnn", "resnet20", "pretrained_digits_cnn", "train_classifier", "cache_dir"]
+__all__ = ["DigitsCNN", "BranchyCNN", "ResNet20", "digits_cnn", "branchy_cnn", "resnet20", "pretrained_digits_cnn", "pretrained_digits_path", "train_classifier", "cache_dir"]

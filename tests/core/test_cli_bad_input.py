@@ -11,7 +11,7 @@ import pytest
 
 from faultlab.cli import main
 from faultlab.faults import Fault, FaultList
-from faultlab.models import cache_dir, pretrained_digits_cnn
+from faultlab.models import pretrained_digits_cnn, pretrained_digits_path
 
 MODEL = "faultlab.models:digits_cnn"
 
@@ -19,7 +19,7 @@ MODEL = "faultlab.models:digits_cnn"
 @pytest.fixture(scope="module")
 def weights() -> Path:
     pretrained_digits_cnn()
-    return cache_dir() / "digits_cnn_seed0.pt"
+    return pretrained_digits_path()
 
 
 @pytest.fixture(scope="module")

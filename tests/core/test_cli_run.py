@@ -11,7 +11,7 @@ import torch
 from faultlab.cli import main
 from faultlab.datasets import load_digits
 from faultlab.faults import FaultList
-from faultlab.models import cache_dir, pretrained_digits_cnn
+from faultlab.models import pretrained_digits_cnn, pretrained_digits_path
 
 MODEL = "faultlab.models:digits_cnn"
 
@@ -19,7 +19,7 @@ MODEL = "faultlab.models:digits_cnn"
 @pytest.fixture(scope="module")
 def weights():
     pretrained_digits_cnn()
-    return str(cache_dir() / "digits_cnn_seed0.pt")
+    return str(pretrained_digits_path())
 
 
 def cli(argv, capsys):

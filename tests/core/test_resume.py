@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from faultlab.faults import Fault, FaultList
-from faultlab.models import cache_dir, pretrained_digits_cnn
+from faultlab.models import pretrained_digits_cnn, pretrained_digits_path
 from faultlab.planning import RandomPlanner
 from faultlab.targets import make_target
 
@@ -31,7 +31,7 @@ def count(db: Path) -> int:
 @pytest.mark.slow
 def test_kill9_and_resume_equals_uninterrupted(tmp_path):
     model = pretrained_digits_cnn()
-    weights = cache_dir() / "digits_cnn_seed0.pt"
+    weights = pretrained_digits_path()
     target = make_target(model)
     faults = RandomPlanner(n=640, site_kind="weight").plan(target.sites(), seed=5).faults
     fl = tmp_path / "faults.csv"

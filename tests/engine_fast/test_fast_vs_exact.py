@@ -125,9 +125,13 @@ def test_per_input_faults_and_order(digits):
     base = random_faults(target, "activation", 30, seed=5) + random_faults(target, "weight", 30, seed=6, start=30)
     faults = [Fault(f.id, f.layer, f.index, f.bits, f.site, f.model, f.value, input=int(i % len(x))) for i, f in enumerate(base)]
     faults = faults[::-1]  # results come back in the order asked for
-    diff, total, pairs = compare(FastEngine(), target, x, y, faults)
-    assert total == len(faults) and diff == 0
-    assert [a.fault_id for a, _ in pairs] == [f.id for f in faults]
+    mixed = faults + random_faults(target, "weight", 10, seed=7, start=60)
+    eng = FastEngine()
+    diff, total, pairs = compare(eng, target, x, y, mixed)
+    assert total == len(faults) + 10 * len(x) and diff == 0
+    assert [a.fault_id for a, _ in pairs] == [f.id for f in mixed]
+    # one-input faults run exact (a one-row pass rounds apart from a batch); the others fast
+    assert eng.stats["exact"] == len(faults) and eng.stats["stacked"] == 10
 
 
 def test_small_max_memory_gives_identical_results(digits):

@@ -100,12 +100,12 @@ def small_campaign() -> SmallCampaign:
 
     from faultlab.datasets import Dataset, load_dataset
     from faultlab.faults import FaultList, renumber
-    from faultlab.models import cache_dir, pretrained_digits_cnn
+    from faultlab.models import pretrained_digits_cnn, pretrained_digits_path
     from faultlab.planning import RandomPlanner
     from faultlab.targets import TargetSpec, make_target
 
     model = pretrained_digits_cnn(seed=0)
-    weights = cache_dir() / "digits_cnn_seed0.pt"
+    weights = pretrained_digits_path(0)
     data = load_dataset("digits", split="test").head(120)
     # Canonical C strides: the bundled digits come as (N,1,8,8) with a channel stride that torch
     # reads as channels_last, so convolutions sum in another order than for the same values

@@ -310,7 +310,7 @@ def demo(
     from ..datasets import load_dataset
     from ..engine.campaign import Campaign
     from ..faults import FaultList
-    from ..models import cache_dir, pretrained_digits_cnn
+    from ..models import pretrained_digits_cnn, pretrained_digits_path
     from ..planning import RandomPlanner
     from ..report import write_report_csv
     from ..targets import TargetSpec, make_target
@@ -318,7 +318,7 @@ def demo(
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     with err_console.status("training the demo CNN on digits (cached after the first run)"):
         model = pretrained_digits_cnn(seed=seed)
-    weights = cache_dir() / f"digits_cnn_seed{seed}.pt"
+    weights = pretrained_digits_path(seed)
     ds = load_dataset("digits", split="test")
     target = make_target(model)
     target.trace(ds.x[:1])
