@@ -61,7 +61,10 @@ def models() -> list[tuple[str, object, np.ndarray, np.ndarray]]:
 
     mnist = load_dataset("mnist", "test")
     xm = np.array(mnist.channels_last().x[:1000], dtype=np.float32)
-    injecttf2 = load_keras_model(ROOT / "examples" / "injecttf2" / "model.keras")
+    path = ROOT / "examples" / "injecttf2" / "model.keras"
+    if not path.exists():
+        sys.exit(f"{path} is missing: train it first with  python examples/injecttf2/train_model.py  (under a minute)")
+    injecttf2 = load_keras_model(path)
     digits_train, digits_test = load_dataset("digits", "train").channels_last(), load_dataset("digits", "test").channels_last()
     branchy = fit_briefly(branching_cnn(), digits_train.x, digits_train.y)
     return [("InjectTF2 MNIST CNN", injecttf2, xm, mnist.y[:1000]), ("branching CNN", branchy, digits_test.x, digits_test.y)]

@@ -6,7 +6,10 @@ kernel zeroes each one on first touch. A replay pass allocates tens of such tens
 rows, layer outputs), and on this project's 2-core VMs a fresh 64 MiB gather took 15 ms against
 2.7 ms for the same gather into memory the process already held. Turning glibc's mmap off (it
 still falls back to mmap when the heap cannot grow) and raising its trim threshold keeps freed
-memory in the heap for reuse: the benchmark's fast-engine rates rose 5-25 %.
+memory in the heap for reuse. glibc adapts its threshold to freed blocks, but only up to 32 MiB,
+and a ResNet-20 replay pass moves bigger tensors than that: measured on the benchmark's fault lists
+(process CPU time, 2 threads, runs alternated), ResNet-20 weight faults took 10-20 % less time and
+activation faults about 4 % less; the digits CNN's small passes did not change measurably.
 
 The setting is process-wide and one-way: the process keeps its peak heap (which the engine's
 ``max_memory`` bounds) instead of returning it to the system. Other C libraries are left alone.
