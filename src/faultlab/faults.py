@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
@@ -59,9 +60,11 @@ class Site:
             raise FaultSpecError(f"site {self.name}: dtype {self.dtype} is not supported for bit faults") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fault:
     """One fault: where (site, element), what (model, bits or value) and, optionally, for which input.
+
+    Slotted (no per-instance ``__dict__``): campaigns hold every fault of their list in memory.
 
     ``index`` None means every element of the site; ``input`` None means the fault applies to
     every evaluated input (a fault campaign), an integer restricts it to that input (InjectTF2's
@@ -208,12 +211,12 @@ class FaultList:
                 fid = int(get("Injection"))
             except ValueError:
                 raise FaultSpecError(f"{where}: Injection {get('Injection')!r} must be an integer id") from None
-            layer = get("Layer")
+            layer = sys.intern(get("Layer"))  # one string object per layer name, not one per fault
             if not layer:
                 raise FaultSpecError(f"{where}: Layer is empty; expected a layer name such as conv1 or dense_1")
             index = parse_index(get("TensorIndex"), where=where)
-            site = get("Site").lower() or "weight"
-            model = get("Model").lower() or "flip"
+            site = sys.intern(get("Site").lower() or "weight")
+            model = sys.intern(get("Model").lower() or "flip")
             if site not in SITE_KINDS:
                 raise FaultSpecError(f"{where}: Site {site!r} must be weight or activation")
             if model not in FAULT_MODELS:

@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS results (
 RESULT_COLUMNS = ("n", "masked", "non_critical", "sdc1", "sdc5", "due", "top1_correct", "top5_correct", "top1_robust", "top5_robust")
 
 
+#: rows per fetch when a store's results are read into one table
+_FRAME_CHUNK = 8192
+#: text columns with few distinct values (shared string objects keep them small in memory)
+_SHARED_TEXT = ("layer", "site", "model", "stratum", "engine")
+
+
 class CampaignStore:
     """A campaign's SQLite database (``DIR/campaign.sqlite``): ids in, frozen records out."""
 
@@ -178,10 +184,20 @@ class CampaignStore:
         cols = "f.id AS fault_id, f.layer, f.idx, f.bits, f.site, f.model, f.value, f.input, f.stratum, " + ", ".join(f"r.{c}" for c in RESULT_COLUMNS) + ", r.engine"
         if with_codes:
             cols += ", r.codes"
+        frames = []
+        # one string object per distinct layer, site, model, ... (sqlite returns a new one per row); pandas 3 stores
+        # text columns compactly anyway, pandas 2 keeps these objects
+        shared: dict[str, str] = {}
         with closing(self._conn.cursor()) as cur:
             cur.execute(f"SELECT {cols} FROM results r JOIN faults f ON f.id = r.fault_id ORDER BY f.id")
             names = [d[0] for d in cur.description]
-            df = pd.DataFrame(cur.fetchall(), columns=names)
+            # read in chunks: a 100,000-fault campaign would otherwise hold every row as a tuple of Python objects at once
+            while rows := cur.fetchmany(_FRAME_CHUNK):
+                part = pd.DataFrame(rows, columns=names)
+                for c in _SHARED_TEXT:
+                    part[c] = [v if v is None else shared.setdefault(v, v) for v in part[c]]
+                frames.append(part)
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame(columns=names)
         if with_codes:
             df["codes"] = [np.frombuffer(zlib.decompress(b), dtype=np.uint8) if b else np.zeros(0, np.uint8) for b in df["codes"]]
         return df
