@@ -46,8 +46,6 @@ RESULT_COLUMNS = ("n", "masked", "non_critical", "sdc1", "sdc5", "due", "top1_co
 
 #: rows per fetch when a store's results are read into one table
 _FRAME_CHUNK = 8192
-#: text columns with few distinct values (shared string objects keep them small in memory)
-_SHARED_TEXT = ("layer", "site", "model", "stratum", "engine")
 
 
 class CampaignStore:
@@ -185,18 +183,12 @@ class CampaignStore:
         if with_codes:
             cols += ", r.codes"
         frames = []
-        # one string object per distinct layer, site, model, ... (sqlite returns a new one per row); pandas 3 stores
-        # text columns compactly anyway, pandas 2 keeps these objects
-        shared: dict[str, str] = {}
         with closing(self._conn.cursor()) as cur:
             cur.execute(f"SELECT {cols} FROM results r JOIN faults f ON f.id = r.fault_id ORDER BY f.id")
             names = [d[0] for d in cur.description]
             # read in chunks: a 100,000-fault campaign would otherwise hold every row as a tuple of Python objects at once
             while rows := cur.fetchmany(_FRAME_CHUNK):
-                part = pd.DataFrame(rows, columns=names)
-                for c in _SHARED_TEXT:
-                    part[c] = [v if v is None else shared.setdefault(v, v) for v in part[c]]
-                frames.append(part)
+                frames.append(pd.DataFrame(rows, columns=names))
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame(columns=names)
         if with_codes:
             df["codes"] = [np.frombuffer(zlib.decompress(b), dtype=np.uint8) if b else np.zeros(0, np.uint8) for b in df["codes"]]
