@@ -214,7 +214,8 @@ def main() -> None:
     ap.add_argument("--default-allocator", action="store_true", help="leave glibc's allocator as it is (no tune_allocator)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    tuned = False if args.default_allocator else tune_allocator()
+    tune = not args.default_allocator
+    tuned = tune and tune_allocator()
     logging.basicConfig(level=logging.WARNING)
     import os
 
@@ -222,7 +223,6 @@ def main() -> None:
     scale = 0.1 if args.quick else 1.0
     (rn, resnet, xr, _), (dn, digits, xd, yd) = benchmark_models(args.inputs)
     rows = []
-    tune = not args.default_allocator
     rows += bench_model(rn, resnet, xr, None, {"fast": int(96 * scale) or 4, "exact": int(3 * scale) or 2, "baseline": int(3 * scale) or 2}, tune)
     rows += bench_model(dn, digits, xd, yd, {"fast": int(300 * scale) or 20, "exact": int(30 * scale) or 5, "baseline": int(30 * scale) or 5}, tune)
     cols = ["fast", "exact", "tf_injector-style", "PyTorchFI"]

@@ -5,9 +5,9 @@ Run by hand (not a test):  python benchmarks/bench_memory.py [--faults 1000 1000
 For each fault count it writes a fault list (``faultlab faults generate``, half weight and half
 activation faults on the demo CNN) and runs it as a user would, ``faultlab run --engine fast`` over
 the 450 digits test images, in a fresh process, then reports that process's peak resident memory
-(``ru_maxrss``), its wall time and the store's row count. Faults stream through the engine in
-chunks and their results go to SQLite as they come, so the peak should stay flat while the fault
-count grows a hundredfold. Prints a markdown table.
+(``ru_maxrss``) and its wall time. Faults stream through the engine in chunks and their results go
+to SQLite as they come, so the engine's share stays flat while the fault count grows a hundredfold;
+what grows is the per-fault bookkeeping (the fault list, the summary table). Prints a markdown table.
 """
 from __future__ import annotations
 
