@@ -52,9 +52,8 @@ def _brute_region(clean, win, inp, oy, ox, hh, ww):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("max_runs,budget", [(512, None), (0, None), (512, 1 << 20)])
-def test_read_region_and_materialize_match_brute_force(max_runs, budget, monkeypatch):
-    monkeypatch.setattr(fw, "_MAX_RUNS", max_runs)  # 0: crops written into whole maps in one call
+@pytest.mark.parametrize("budget", [None, 1 << 20])
+def test_read_region_and_materialize_match_brute_force(budget):
     tables = None if budget is None else fw.MapTables(budget)  # regions from a bordered copy, else from the map
     g = torch.Generator().manual_seed(0)
     clean = torch.randn(6, 3, 9, 7, generator=g)
@@ -70,6 +69,25 @@ def test_read_region_and_materialize_match_brute_force(max_runs, budget, monkeyp
     full = fw.materialize(clean, win, inp)
     want = _brute_region(clean, win, inp, np.zeros(7, int), np.zeros(7, int), 9, 7)
     torch.testing.assert_close(full, want, rtol=0, atol=0)
+
+
+def test_crops_at_varying_offsets_inside_their_regions_and_maps():
+    """Rows of one fault share a position (runs), positions differ between faults: one scatter writes them all, in either layout."""
+    g = torch.Generator().manual_seed(7)
+    rng = np.random.default_rng(8)
+    runs = [3, 1, 4, 2]  # rows per fault
+    inp = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 2, 3])
+    cy, cx = np.repeat(rng.integers(0, 5, len(runs)), runs), np.repeat(rng.integers(0, 4, len(runs)), runs)
+    win = fw.Window(torch.randn(10, 3, 3, 2, generator=g), cy, cx)
+    # regions of 4 x 3 at origins holding each crop inside, at per-row offsets 0..1 / 0..1
+    oy, ox = cy - np.repeat(rng.integers(0, 2, len(runs)), runs), cx - np.repeat(rng.integers(0, 2, len(runs)), runs)
+    for clean in (torch.randn(6, 3, 8, 6, generator=g), torch.randn(6, 3, 8, 6, generator=g).to(memory_format=torch.channels_last)):
+        for tables in (None, fw.MapTables(1 << 20)):
+            got = fw.read_region(clean, win, inp, oy, ox, 4, 3, tables=tables)
+            torch.testing.assert_close(got, _brute_region(clean, win, inp, oy, ox, 4, 3), rtol=0, atol=0)
+        full = fw.materialize(clean, win, inp)
+        assert full.is_contiguous(memory_format=torch.channels_last if not clean.is_contiguous() else torch.contiguous_format)
+        torch.testing.assert_close(full, _brute_region(clean, win, inp, np.zeros(10, int), np.zeros(10, int), 8, 6), rtol=0, atol=0)
 
 
 def test_read_region_with_one_crop_offset_and_either_layout():
@@ -214,3 +232,17 @@ def test_convolutions_take_regions_in_either_layout_only_where_both_are_exact(di
     assert diff == 0 and eng.stats["redone"] == 0 and eng.stats["windowed_passes"] > 0
     checked = [v for w in eng._window_of.values() for v in w._any_layout.values()]
     assert checked and (not any(checked) if rounds_apart else any(checked))
+
+
+def test_write_crops_on_maps_of_other_layouts():
+    """Rows that are not dense blocks (a permuted view) take the element-wise path, with the same result."""
+    g = torch.Generator().manual_seed(9)
+    base = torch.randn(5, 6, 3, 7, generator=g).permute(0, 2, 1, 3)  # (5, 3, 6, 7), neither layout
+    assert not base.is_contiguous() and not base.is_contiguous(memory_format=torch.channels_last)
+    crop = torch.randn(5, 3, 2, 3, generator=g)
+    dy, dx = np.array([0, 0, 4, 1, 2]), np.array([4, 4, 0, 2, 1])
+    want = base.clone()
+    for i in range(5):
+        want[i, :, dy[i] : dy[i] + 2, dx[i] : dx[i] + 3] = crop[i]
+    fw._write_crops(base, crop, dy, dx)
+    torch.testing.assert_close(base, want, rtol=0, atol=0)

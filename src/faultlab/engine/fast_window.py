@@ -79,10 +79,6 @@ def _runs(*cols: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
-#: beyond this many runs of equal origins per pass, crops are written into whole maps element-wise in one call
-_MAX_RUNS = 512
-
-
 def read_region(
     clean: torch.Tensor, win: Window | None, inp: torch.Tensor, oy: np.ndarray, ox: np.ndarray, hh: int, ww: int,
     layout: torch.memory_format | None = None, tables: "MapTables | None" = None, any_layout: bool = False,
@@ -209,7 +205,10 @@ def _splice(g: torch.Tensor, win: Window, oy: np.ndarray, ox: np.ndarray) -> Non
         y, x = int(dy[0]), int(dx[0])
         g[:, :, y : y + h, x : x + w] = win.crop
         return
-    # otherwise pixel by pixel
+    if inside:
+        _write_crops(g, win.crop, dy, dx)
+        return
+    # otherwise pixel by pixel, keeping the pixels that land inside the region
     dev = g.device
     ys = torch.as_tensor(dy, device=dev)[:, None] + torch.arange(h, device=dev)  # (R, h)
     xs = torch.as_tensor(dx, device=dev)[:, None] + torch.arange(w, device=dev)  # (R, w)
@@ -228,21 +227,42 @@ def _splice(g: torch.Tensor, win: Window, oy: np.ndarray, ox: np.ndarray) -> Non
         g.permute(0, 2, 3, 1).view(-1, c).index_copy_(0, at, src)
 
 
+def _write_crops(g: torch.Tensor, crop: torch.Tensor, dy: np.ndarray, dx: np.ndarray) -> None:
+    """Write row r's ``crop[r]`` (C, h, w) into ``g[r]`` (C, H, W) at offset (dy[r], dx[r]), every crop lying inside, in place.
+
+    ``g``'s rows must be dense (contiguous or channels-last). One ``scatter_`` along each row:
+    the element offsets of a crop depend only on its position, so they are built once per run
+    of rows at one position (the rows of one fault) and repeated. Writing one slice per run
+    instead copies ``w`` values at a time (2 on a 2x2 crop), several times slower.
+    """
+    r, c, H, W = (int(v) for v in g.shape)
+    h, w = int(crop.shape[2]), int(crop.shape[3])
+    if r == 0:
+        return
+    dev = g.device
+    if not (g.is_contiguous() or g.is_contiguous(memory_format=torch.channels_last)):  # other layouts: pixel by pixel, one call
+        rr = torch.arange(r, device=dev)[:, None, None]
+        yy = (torch.as_tensor(dy, device=dev)[:, None] + torch.arange(h, device=dev))[:, :, None]
+        xx = (torch.as_tensor(dx, device=dev)[:, None] + torch.arange(w, device=dev))[:, None, :]
+        g.permute(0, 2, 3, 1)[rr, yy, xx] = crop.permute(0, 2, 3, 1)
+        return
+    s0, s1, s2, s3 = g.stride()
+    ar = lambda n, st: torch.arange(n, device=dev) * st  # noqa: E731
+    within = (ar(c, s1)[:, None, None] + ar(h, s2)[None, :, None] + ar(w, s3)[None, None, :]).reshape(-1)  # (C*h*w,) in crop order
+    # rows of one fault share a position: offsets once per run of equal positions, repeated over its rows
+    starts = _runs(dy, dx)
+    y0 = torch.as_tensor(dy[starts], device=dev)
+    x0 = torch.as_tensor(dx[starts], device=dev)
+    offsets = (y0 * s2 + x0 * s3)[:, None] + within[None, :]  # (runs, C*h*w)
+    lengths = torch.as_tensor(np.diff(np.r_[starts, r]), device=dev)
+    idx = offsets.repeat_interleave(lengths, dim=0) if len(starts) < r else offsets
+    g.as_strided((r, c * H * W), (s0, 1)).scatter_(1, idx, crop.reshape(r, -1))
+
+
 def materialize(clean: torch.Tensor, win: Window, inp: torch.Tensor) -> torch.Tensor:
     """The rows' full maps: ``clean[inp]`` (in its layout) with each row's crop written at its origin."""
     full = gather_rows(clean, inp)
-    h, w = int(win.crop.shape[2]), int(win.crop.shape[3])
-    starts = _runs(win.oy, win.ox)
-    if len(starts) <= _MAX_RUNS:
-        for a, b in zip(starts.tolist(), np.r_[starts[1:], len(win.oy)].tolist()):
-            y0, x0 = int(win.oy[a]), int(win.ox[a])
-            full[a:b, :, y0 : y0 + h, x0 : x0 + w] = win.crop[a:b]
-        return full
-    dev = clean.device
-    rr = torch.arange(len(inp), device=dev)[:, None, None]
-    yy = (torch.as_tensor(win.oy, device=dev)[:, None] + torch.arange(h, device=dev))[:, :, None]
-    xx = (torch.as_tensor(win.ox, device=dev)[:, None] + torch.arange(w, device=dev))[:, None, :]
-    full.permute(0, 2, 3, 1)[rr, yy, xx] = win.crop.permute(0, 2, 3, 1)
+    _write_crops(full, win.crop, win.oy, win.ox)
     return full
 
 
