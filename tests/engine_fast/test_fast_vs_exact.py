@@ -159,6 +159,39 @@ def test_small_max_memory_gives_identical_results(digits):
     assert max(rows_seen) <= 3 * MIN_ROWS and len(rows_seen) > len(faults)
 
 
+def test_passes_near_the_output_hold_more_rows_in_the_same_memory(digits):
+    """Pass sizes follow the faulted node's cone: fc1's cone carries 32 + 32 + 10 floats per row, conv1's whole maps."""
+    x, y = digits
+    target = TorchTarget(_model("digits"), example_input=x[:1])
+    data = EvalSet.build(target, x, y)
+    eng = FastEngine(max_memory=8_000_000)
+    tm = eng._trace(target)
+    tm.clean(data.x[:MIN_ROWS])
+    fc1, conv1 = tm.module_nodes["fc1"][0], tm.module_nodes["conv1"][0]
+    # fc1's output and relu3's are alive together, then relu3's and fc2's (10 outputs); x3, plus the outcome's share
+    assert tm.replay_row_bytes(fc1) == 3 * (2 * 32 * 4) + 4 * 10 * 4 + 64
+    assert tm.replay_row_bytes(conv1) <= tm.replay_row_bytes()
+    bits = [30, 23, 31, 5, 26]
+    faults = [Fault(i, "fc1", (i % 32, 7 * i % 256), (bits[i % 5],), "weight") for i in range(20)]
+    faults += [Fault(20 + i, "conv1", (i % 8, 0, i % 3, i // 3 % 3), (bits[i % 5],), "weight") for i in range(20)]
+    rows: dict[str, int] = {}
+    one_pass = eng._pass
+
+    def spy(target, tm, data, cache, s, node, mode, pname, faults, cf, *args):
+        rows[node.name] = max(rows.get(node.name, 0), len(cf))
+        return one_pass(target, tm, data, cache, s, node, mode, pname, faults, cf, *args)
+
+    eng._pass = spy  # type: ignore[method-assign]
+    got = eng.run(target, data, faults)
+    want = ExactEngine().run(target, data, faults)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.codes, b.codes)
+    # fc1's 20 x 64 pairs fit one pass; conv1's need several under the same budget
+    assert rows["fc1"] == 20 * len(x) and rows["conv1"] < 20 * len(x)
+    for name, n in rows.items():
+        assert (n + 1) * tm.replay_row_bytes(tm.module_nodes[name][0]) <= eng.max_memory
+
+
 def test_make_engine_builds_fast():
     eng = make_engine("fast", batch_size=64, max_memory=1 << 20)
     assert isinstance(eng, FastEngine) and eng.name == "fast" and eng.max_memory == 1 << 20

@@ -263,10 +263,15 @@ class FastEngine(Engine):
         # copies of clean maps for window reads (see MapTables) get an eighth of the budget
         tables = self._windows(tm).tables
         tables.budget = self.max_memory // 8 if self.window else 0
-        raw = (self.max_memory - nb * tm.cache_row_bytes() - tables.budget) // tm.replay_row_bytes()
-        step = MIN_ROWS if raw <= 1024 else 4 * MIN_ROWS
-        rows_max = max(MIN_ROWS, raw // step * step) - 1  # plus one control row: a full bucket
-        log.debug("fast engine: %d inputs per cached block, %d rows per replay pass", nb, rows_max)
+        free = self.max_memory - nb * tm.cache_row_bytes() - tables.budget
+
+        def rows_max(node: Any) -> int:
+            """Rows per replay pass from ``node``: as many as its cone's working memory allows."""
+            raw = free // tm.replay_row_bytes(node)
+            step = MIN_ROWS if raw <= 1024 else 4 * MIN_ROWS
+            return max(MIN_ROWS, raw // step * step) - 1  # plus one control row: a full bucket
+
+        log.debug("fast engine: %d inputs per cached block", nb)
         # blocks never straddle the golden batches (kernels may depend on the batch size)
         blocks = [(s, min(s + nb, b + self.batch_size, n)) for b in range(0, n, self.batch_size) for s in range(b, min(b + self.batch_size, n), nb)]
         codes_all, flags_all, owners_all = [], [], []
@@ -279,8 +284,9 @@ class FastEngine(Engine):
             cache = self._clean_cache(target, tm, data, s, e)
             for (node, mode, pname), group in groups:
                 pf, pi = self._pairs([j for j in group if j.pos not in redo], s, e)
-                for c in range(0, len(pf), rows_max):
-                    cf, ci = pf[c : c + rows_max], pi[c : c + rows_max]
+                rm = rows_max(node)
+                for c in range(0, len(pf), rm):
+                    cf, ci = pf[c : c + rm], pi[c : c + rm]
                     ok = self._pass(target, tm, data, cache, s, node, mode, pname, faults, cf, ci, codes_all, flags_all, owners_all)
                     if not ok:
                         redo.update(int(v) for v in np.unique(cf))

@@ -288,8 +288,15 @@ class TracedModel:
         """Bytes the clean cache takes per input."""
         return sum(self.row_bytes.values())
 
-    def replay_row_bytes(self) -> int:
-        """A generous bound on one replay row's working memory: the peak of live values in a full pass, x3."""
+    def replay_row_bytes(self, start: Any = None) -> int:
+        """A generous bound on one replay row's working memory: the peak of live values in a full pass, x3.
+
+        With ``start``, the peak over ``start``'s cone only (its live values and the clean values its
+        nodes read): a fault near the output carries a few numbers per row, not whole feature maps, so
+        its passes can hold many more rows in the same memory.
+        """
+        if start is not None:
+            return self._cone_row_bytes(start)
         last = {}
         for i, n in enumerate(self.body):
             for a in n.all_input_nodes:
@@ -303,7 +310,36 @@ class TracedModel:
             for a in [a for a in alive if last.get(a, len(self.body)) <= i]:
                 alive.remove(a)
                 live -= self.row_bytes.get(a, 0)
-        return 3 * max(peak, 1)
+        return 3 * max(peak, 1) + self._row_overhead()
+
+    def _cone_row_bytes(self, start: Any) -> int:
+        steps, last, _, _ = self._plan(start)
+        pos = {n: i for i, n in enumerate(steps)}
+        # clean values read by the cone stay gathered from their first reader to their last
+        first: dict[Any, int] = {}
+        end: dict[Any, float] = {start: last[start]}
+        for i, n in enumerate(steps):
+            end[n] = last[n]
+            for a in n.all_input_nodes:
+                if a is not start and a not in pos and a in self.dynamic:
+                    first.setdefault(a, i)
+                    end[a] = i
+        alive = {start}
+        peak = live = self.row_bytes.get(start, 0)
+        for i, n in enumerate(steps):
+            for a in [n] + [a for a, f in first.items() if f == i]:
+                alive.add(a)
+                live += self.row_bytes.get(a, 0)
+            peak = max(peak, live)
+            for a in [a for a in alive if end[a] <= i]:
+                alive.discard(a)
+                live -= self.row_bytes.get(a, 0)
+        return 3 * max(peak, 1) + self._row_overhead()
+
+    def _row_overhead(self) -> int:
+        """Each replay row's own bookkeeping (ids, inputs, flags, codes) and the outcome's temporaries."""
+        out = self.row_bytes.get(self.output.all_input_nodes[0], 0) if self.output.all_input_nodes else 0
+        return 4 * out + 64
 
     # ----- replay -----
     def _plan(self, start: Any) -> tuple[list[Any], dict[Any, float], list[bool], bool]:
