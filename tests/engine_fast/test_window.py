@@ -131,6 +131,32 @@ def test_rows_equal_is_bitwise_across_layouts():
     assert fw.rows_equal(a, a.contiguous(memory_format=torch.channels_last)).all()
 
 
+@pytest.mark.parametrize("shape", [(37, 1), (37, 3), (37, 8), (37, 12), (37, 64), (37, 3, 2, 2), (37, 16, 4, 4), (0, 8)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_rows_equal_matches_a_byte_comparison_of_each_row(shape, layout, dtype):
+    """Rows differing in one element anywhere (a sign of zero, a NaN payload) are found, in every layout and word size."""
+    g = torch.Generator().manual_seed(len(shape) * 100 + shape[-1])
+    a = torch.randn(shape, generator=g).to(dtype)
+    if layout == "channels_last" and a.dim() == 4:
+        a = a.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        a = a.transpose(0, -1).contiguous().transpose(0, -1)  # rows not outermost in memory
+    b = a.clone()
+    n = int(np.prod(shape[1:]))
+    for r in range(0, shape[0], 3):  # every third row gets one element changed, at a row-dependent place
+        idx = np.unravel_index(r * 7 % n, tuple(shape[1:]))
+        v = b[(r,) + tuple(int(i) for i in idx)]
+        b[(r,) + tuple(int(i) for i in idx)] = -v if v != 0 else -0.0
+    if shape[0] > 4:
+        a[4].fill_(0.0)
+        b[4].fill_(0.0)
+        b[(4,) + (0,) * (len(shape) - 1)] = -0.0  # equal as floats, not as bits
+    want = [a[r].numpy().tobytes() == b[r].numpy().tobytes() for r in range(shape[0])]
+    assert fw.rows_equal(a, b).tolist() == want
+    assert bool(fw.rows_equal(a, a.clone()).all())
+
+
 def _target(name: str, x: np.ndarray) -> TorchTarget:
     torch.manual_seed(0)
     model = {
