@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from faultlab.errors import FaultSpecError
 from faultlab.faults import Fault, FaultList, InjectConfig, Site
@@ -41,6 +43,52 @@ def test_duplicate_ids_are_rejected(tmp_path):
     p.write_text('Injection,Layer,TensorIndex,Bit\n0,a,"(1,)",2\n0,a,"(2,)",2\n')
     with pytest.raises(FaultSpecError, match="row 3.*duplicate"):
         FaultList.from_csv(p)
+
+
+_faults = st.builds(
+    Fault,
+    id=st.integers(-(2**40), 2**40),
+    layer=st.sampled_from(["conv1", "fc1", "block.0.conv", "weight", "flip"]),  # names that are also site/model words
+    index=st.none() | st.lists(st.integers(0, 2**40), min_size=0, max_size=5).map(tuple),
+    bits=st.lists(st.integers(0, 63), min_size=1, max_size=3).map(lambda b: tuple(sorted(set(b)))),
+    site=st.sampled_from(["weight", "activation"]),
+    model=st.sampled_from(["flip", "stuck0", "stuck1"]),
+    value=st.none() | st.floats(allow_nan=False),
+    input=st.none() | st.integers(0, 2**40),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_faults, max_size=30, unique_by=lambda f: f.id))
+def test_a_list_gives_back_the_faults_it_was_made_of(faults):
+    """The column store returns equal records, in order, by iteration and by index (negative too)."""
+    fl = FaultList.of(faults, "mem")
+    assert len(fl) == len(faults) and list(fl) == faults
+    assert [fl[i] for i in range(-len(faults), 0)] == faults
+    assert fl.layers() == list(dict.fromkeys(f.layer for f in faults))
+    assert fl.ids.tolist() == [f.id for f in faults]
+    with pytest.raises(IndexError):
+        fl[len(faults)]
+
+
+def test_a_list_fingerprint_is_the_record_hash_it_always_was():
+    """Stores made before the column store keep resuming: the fingerprint hashes the same record reprs."""
+    import hashlib
+
+    faults = [Fault(0, "conv1", (1, 0, 2, 2), (31,)), Fault(7, "fc2", None, (), "activation", "zero", input=4)]
+    h = hashlib.sha256()
+    for f in faults:
+        h.update(repr((f.id, f.layer, f.index, f.bits, f.site, f.model, f.value, f.input)).encode())
+    assert FaultList.of(faults).fingerprint() == h.hexdigest()[:16]
+
+
+def test_duplicate_ids_name_both_rows(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text('Injection,Layer,TensorIndex,Bit\n5,a,"(1,)",2\n6,a,"(1,)",2\n5,a,"(2,)",2\n')
+    with pytest.raises(FaultSpecError, match=r"row 4 \(Injection 5\): duplicate Injection id 5 \(also on row 2\)"):
+        FaultList.from_csv(p)
+    with pytest.raises(FaultSpecError, match="duplicate Injection id 1"):
+        FaultList.of([Fault(1, "a", (0,), (1,)), Fault(1, "b", (0,), (1,))])
 
 
 SITE = Site("dense_1", "activation", "dense_1", "Dense", (10,), "float32")
