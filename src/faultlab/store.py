@@ -13,7 +13,7 @@ import time
 import zlib
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -115,9 +115,10 @@ class CampaignStore:
         return transaction(self._conn)
 
     def _insert_faults(self, faults: Iterable[Fault], stratum: str | None = None) -> None:
+        # a generator: sqlite3 takes the rows one by one, so a long list is never held twice
         self._conn.executemany(
             "INSERT OR IGNORE INTO faults(id, layer, idx, bits, site, model, value, input, stratum) VALUES (?,?,?,?,?,?,?,?,?)",
-            [(f.id, f.layer, format_index(f.index), ";".join(map(str, f.bits)), f.site, f.model, f.value, f.input, stratum) for f in faults],
+            ((f.id, f.layer, format_index(f.index), ";".join(map(str, f.bits)), f.site, f.model, f.value, f.input, stratum) for f in faults),
         )
 
     def add_faults(self, faults: Iterable[Fault], stratum: str | None = None, *, meta: dict[str, Any] | None = None) -> None:
@@ -151,6 +152,11 @@ class CampaignStore:
     def done_ids(self) -> set[int]:
         return {r[0] for r in self._conn.execute("SELECT fault_id FROM results")}
 
+    def done_id_array(self) -> np.ndarray:
+        """The ids of the faults with a stored result, as one int64 array (no Python int per fault)."""
+        cur = self._conn.execute("SELECT fault_id FROM results")
+        return np.fromiter((r[0] for r in cur), dtype=np.int64)
+
     def n_results(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
@@ -176,23 +182,53 @@ class CampaignStore:
             return self._conn.total_changes - before
 
     def results_frame(self, *, with_codes: bool = False):
-        """Faults joined with their results as a pandas DataFrame (one row per finished fault)."""
+        """Faults joined with their results as a pandas DataFrame (one row per finished fault).
+
+        Holds every fault's row at once; :meth:`result_chunks` and :meth:`layer_sums` keep a long
+        campaign's summary in constant memory.
+        """
         import pandas as pd
 
+        frames = list(self.result_chunks(with_codes=with_codes))
+        if not frames:
+            return self._empty_frame(with_codes)
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def _result_columns(self, with_codes: bool) -> str:
         cols = "f.id AS fault_id, f.layer, f.idx, f.bits, f.site, f.model, f.value, f.input, f.stratum, " + ", ".join(f"r.{c}" for c in RESULT_COLUMNS) + ", r.engine"
-        if with_codes:
-            cols += ", r.codes"
-        frames = []
+        return cols + (", r.codes" if with_codes else "")
+
+    def _empty_frame(self, with_codes: bool):
+        import pandas as pd
+
         with closing(self._conn.cursor()) as cur:
-            cur.execute(f"SELECT {cols} FROM results r JOIN faults f ON f.id = r.fault_id ORDER BY f.id")
+            cur.execute(f"SELECT {self._result_columns(with_codes)} FROM results r JOIN faults f ON f.id = r.fault_id LIMIT 0")
+            return pd.DataFrame(columns=[d[0] for d in cur.description])
+
+    def result_chunks(self, *, with_codes: bool = False, chunk: int | None = None) -> Iterator[Any]:
+        """:meth:`results_frame` in DataFrames of at most ``chunk`` faults, in fault-id order."""
+        import pandas as pd
+
+        chunk = chunk or _FRAME_CHUNK
+
+        with closing(self._conn.cursor()) as cur:
+            cur.execute(f"SELECT {self._result_columns(with_codes)} FROM results r JOIN faults f ON f.id = r.fault_id ORDER BY f.id")
             names = [d[0] for d in cur.description]
-            # read in chunks: a 100,000-fault campaign would otherwise hold every row as a tuple of Python objects at once
-            while rows := cur.fetchmany(_FRAME_CHUNK):
-                frames.append(pd.DataFrame(rows, columns=names))
-        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame(columns=names)
-        if with_codes:
-            df["codes"] = [np.frombuffer(zlib.decompress(b), dtype=np.uint8) if b else np.zeros(0, np.uint8) for b in df["codes"]]
-        return df
+            while rows := cur.fetchmany(chunk):
+                df = pd.DataFrame(rows, columns=names)
+                if with_codes:
+                    df["codes"] = [np.frombuffer(zlib.decompress(b), dtype=np.uint8) if b else np.zeros(0, np.uint8) for b in df["codes"]]
+                yield df
+
+    def layer_sums(self):
+        """Per (site kind, layer), in order of first fault id: finished faults and the sums of their result counts (one SQL query)."""
+        import pandas as pd
+
+        sums = ", ".join(f"SUM(r.{c}) AS {c}" for c in RESULT_COLUMNS)
+        q = f"SELECT f.site, f.layer, COUNT(*) AS faults, {sums} FROM results r JOIN faults f ON f.id = r.fault_id GROUP BY f.site, f.layer ORDER BY MIN(f.id)"
+        with closing(self._conn.cursor()) as cur:
+            cur.execute(q)
+            return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
 
 
 __all__ = ["CampaignStore", "SCHEMA_VERSION", "DB_NAME", "RESULT_COLUMNS"]

@@ -40,3 +40,30 @@ def test_chunked_frame_equals_one_shot_and_shares_names(tmp_path, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(whole.codes, chunked.codes))
     assert (chunked.layer == "fc1").sum() == 8
     assert nothing.empty and "fault_id" in nothing.columns
+
+
+def test_layer_sums_in_sql_equal_the_table_from_the_whole_frame(tmp_path):
+    """The per-layer table a long campaign prints from SQL sums is the one pandas makes from every row."""
+    from faultlab.report import layer_table
+
+    _filled(tmp_path)
+    with CampaignStore.open_existing(tmp_path) as st:
+        from_rows = layer_table(st.results_frame())
+        from_sums = layer_table(st.layer_sums())
+        with CampaignStore(tmp_path / "empty") as empty:
+            assert layer_table(empty.layer_sums()).empty
+    assert list(zip(from_sums.site, from_sums.layer)) == [("activation", "conv1"), ("weight", "fc1"), ("activation", "fc2"), ("weight", "conv1"), ("activation", "fc1"), ("weight", "fc2")]
+    pd.testing.assert_frame_equal(from_rows, from_sums, check_dtype=False)
+
+
+def test_report_csv_written_from_chunks_equals_the_one_shot_file(tmp_path):
+    from faultlab.report import write_report_csv
+    from faultlab.report.tables import REPORT_COLUMNS
+
+    _filled(tmp_path)
+    with CampaignStore.open_existing(tmp_path) as st:
+        one = write_report_csv(st.results_frame(), tmp_path / "one.csv", "top-1").read_bytes()
+        chunked = write_report_csv(st.result_chunks(chunk=5), tmp_path / "chunked.csv", "top-1").read_bytes()
+        none = write_report_csv(iter(()), tmp_path / "none.csv", "top-1").read_text()
+    assert one == chunked and one.count(b"\n") == 24
+    assert none.strip() == ",".join(REPORT_COLUMNS)  # no results: the header alone

@@ -36,7 +36,10 @@ def _fmt_rate(rate: float, lo: float, hi: float) -> str:
 
 
 def print_layer_table(results, *, title: str) -> None:
-    """The per-layer outcome table, one per site kind; each rate in % with its 95 % Wilson interval."""
+    """The per-layer outcome table, one per site kind; each rate in % with its 95 % Wilson interval.
+
+    ``results``: per-fault results, or the store's per-layer sums (see :func:`faultlab.report.layer_table`).
+    """
     from ..report import layer_table
 
     t = layer_table(results)
@@ -279,18 +282,20 @@ def _run_campaign(*, model, spec, target, ds, out, faults, config, weights, batc
         engine_options=engine_options,
     )
     summary = run_with_progress(campaign, "faults")
-    report = write_report_csv(summary.results, Path(out) / "report.csv", summary.criterion)
+    # the report and the table are read from the store in chunks and sums: no per-fault table in memory
+    report = write_report_csv(summary.result_chunks(), Path(out) / "report.csv", summary.criterion)
+    n_stored = summary.n_results()
     if save_outputs:
         from ..engine.outputs import save_outputs as _save
 
         _save(target, ds, fl, Path(out), batch_size=batch_size)
-    print_layer_table(summary.results, title=f"{model} on {ds.name}: {len(summary.results)} faults x {summary.n_inputs} inputs, criterion {summary.criterion}")
+    print_layer_table(summary.layer_sums(), title=f"{model} on {ds.name}: {n_stored} faults x {summary.n_inputs} inputs, criterion {summary.criterion}")
     if config is not None and summary.clean_top1 is not None:
         from ..engine.campaign import faulty_accuracy
 
         console.print(f"clean accuracy {100 * summary.clean_top1:.2f}%   faulty accuracy {100 * faulty_accuracy(summary):.2f}%")
     state = "resumed" if summary.resumed else "new"
-    console.print(f"{state} campaign: {summary.new_results} faults run now, {len(summary.results)} stored")
+    console.print(f"{state} campaign: {summary.new_results} faults run now, {n_stored} stored")
     console.print(f"wrote {report}\n      {Path(out) / 'campaign.sqlite'}")
 
 
@@ -335,8 +340,8 @@ def demo(
         settings={"seed": seed, "weights": str(weights), "fault_source": str(out / "faults.csv")},
     )
     summary = run_with_progress(campaign, f"{len(fl)} faults x {len(ds)} digits")
-    report = write_report_csv(summary.results, out / "report.csv", summary.criterion)
-    print_layer_table(summary.results, title=f"demo CNN on {ds.name} (clean top-1 {100 * (summary.clean_top1 or 0):.1f}%), {len(fl)} single-bit faults")
+    report = write_report_csv(summary.result_chunks(), out / "report.csv", summary.criterion)
+    print_layer_table(summary.layer_sums(), title=f"demo CNN on {ds.name} (clean top-1 {100 * (summary.clean_top1 or 0):.1f}%), {len(fl)} single-bit faults")
     console.print(f"done in {summary.seconds:.1f} s ({summary.new_results} faults run now)")
     files = write_html_report(out)
     console.print("wrote:")

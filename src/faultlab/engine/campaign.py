@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -71,10 +71,15 @@ class CampaignWorker:
 
 @dataclass
 class CampaignSummary:
-    """What a finished (or resumed) campaign holds: per-fault results and the clean accuracy."""
+    """What a finished (or resumed) campaign holds: per-fault results and the clean accuracy.
+
+    ``results`` (one row per fault) is read from the store when first asked for, so a long
+    campaign's summary costs no memory unless it is used; ``layer_sums()`` and
+    ``result_chunks()`` give the same content in constant memory.
+    """
 
     directory: Path
-    results: Any  # pandas DataFrame
+    frame: Any  # pandas DataFrame of per-fault results, or None: read from the store on first use
     n_inputs: int
     clean_top1: float | None
     criterion: str
@@ -82,6 +87,31 @@ class CampaignSummary:
     new_results: int
     seconds: float
     clean_correct: np.ndarray | None = None
+
+    @property
+    def results(self) -> Any:
+        """Per-fault results joined with their faults (a pandas DataFrame, one row per finished fault)."""
+        if self.frame is None:
+            with CampaignStore(self.directory) as store:
+                self.frame = store.results_frame()
+        return self.frame
+
+    def n_results(self) -> int:
+        """Faults with a stored result."""
+        if self.frame is not None:
+            return len(self.frame)
+        with CampaignStore(self.directory) as store:
+            return store.n_results()
+
+    def layer_sums(self) -> Any:
+        """Per (site kind, layer) sums of the result counts, computed by the store (see :func:`faultlab.report.layer_table`)."""
+        with CampaignStore(self.directory) as store:
+            return store.layer_sums()
+
+    def result_chunks(self, chunk: int = 2048) -> Iterator[Any]:
+        """The per-fault results in DataFrames of at most ``chunk`` rows, read from the store as they are consumed."""
+        with CampaignStore(self.directory) as store:
+            yield from store.result_chunks(chunk=chunk)
 
 
 class Campaign:
@@ -210,15 +240,29 @@ class Campaign:
             if golden.labels is not None:
                 ok = (golden.golden.argmax(1) == golden.labels).cpu().numpy()
                 store.set_meta("clean_correct", "".join("1" if v else "0" for v in ok))
-            done = store.done_ids()
-            pending = [f for f in self.faults if f.id not in done]
+            todo = np.flatnonzero(~np.isin(self.faults.ids, store.done_id_array()))
+            pending = _Pending(self.faults, todo)
             total, finished = len(self.faults), len(self.faults) - len(pending)
             worker = self.worker(x, y)
             new = execute(store, pending, worker, self.executor, chunk_size=self.chunk_size, progress=progress, done=finished, total=total)
-            df = store.results_frame()
             cc = store.get_meta("clean_correct")
         clean_correct = None if cc is None else np.frombuffer(cc.encode(), dtype=np.uint8) == ord("1")
-        return CampaignSummary(self.out, df, int(len(x)), clean_top1, self.criterion, resumed, new, time.perf_counter() - t0, clean_correct)
+        return CampaignSummary(self.out, None, int(len(x)), clean_top1, self.criterion, resumed, new, time.perf_counter() - t0, clean_correct)
+
+
+class _Pending(Sequence[Fault]):
+    """The faults of ``faults`` at positions ``todo``, made into records only when sliced or indexed."""
+
+    def __init__(self, faults: FaultList, todo: np.ndarray) -> None:
+        self.faults, self.todo = faults, todo
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.faults[int(j)] for j in self.todo[i]]
+        return self.faults[int(self.todo[i])]
 
 
 def execute(
@@ -240,7 +284,8 @@ def execute(
     total = len(pending) + done if total is None else total
     if progress:
         progress(done, total)
-    chunks = [list(pending[i : i + chunk_size]) for i in range(0, len(pending), chunk_size)]
+    # made as the executor asks for them: only the chunks in flight exist as Fault records
+    chunks = (list(pending[i : i + chunk_size]) for i in range(0, len(pending), chunk_size))
     errors: list[str] = []
     new = 0
     for outcome in executor.run(worker, chunks):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -36,10 +37,18 @@ def report_frame(results: pd.DataFrame, criterion: str) -> pd.DataFrame:
     return df[REPORT_COLUMNS]
 
 
-def write_report_csv(results: pd.DataFrame, path: str | Path, criterion: str) -> Path:
+def write_report_csv(results: pd.DataFrame | Iterable[pd.DataFrame], path: str | Path, criterion: str) -> Path:
+    """tf_injector's ``report.csv`` from a results frame, or from chunks of one (e.g. ``CampaignStore.result_chunks()``) written as they come."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    report_frame(results, criterion).to_csv(p, index=False)
+    chunks = [results] if isinstance(results, pd.DataFrame) else results
+    with p.open("w", newline="") as fh:
+        first = True
+        for chunk in chunks:
+            report_frame(chunk, criterion).to_csv(fh, index=False, header=first)
+            first = False
+        if first:  # no results: the header alone
+            pd.DataFrame(columns=REPORT_COLUMNS).to_csv(fh, index=False)
     return p
 
 
@@ -47,15 +56,25 @@ def layer_table(results: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFr
     """Per (site kind, layer): faults, (fault, input) pairs, and the rate of each outcome over pairs.
 
     Each rate comes with a Wilson score interval (``<rate>_lo``/``<rate>_hi``) at ``confidence``.
+    ``results`` is a results frame (one row per fault), or per-layer sums with a ``faults`` column
+    (``CampaignStore.layer_sums()``, which keeps a long campaign out of memory).
     """
-    from ..stats import wilson_interval
-
     if results.empty:
         return pd.DataFrame(columns=["site", "layer", "faults", "pairs"])
-    g = results.groupby(["site", "layer"], sort=False)
-    agg = g[["n", "masked", "non_critical", "sdc1", "sdc5", "due"]].sum()
-    agg.insert(0, "faults", g.size())
-    agg = agg.rename(columns={"n": "pairs"}).reset_index()
+    if "faults" in results.columns:
+        agg = results[["site", "layer", "faults", "n", "masked", "non_critical", "sdc1", "sdc5", "due"]].copy()
+    else:
+        g = results.groupby(["site", "layer"], sort=False)
+        agg = g[["n", "masked", "non_critical", "sdc1", "sdc5", "due"]].sum()
+        agg.insert(0, "faults", g.size())
+        agg = agg.reset_index()
+    return _with_rates(agg.rename(columns={"n": "pairs"}), confidence)
+
+
+def _with_rates(agg: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    from ..stats import wilson_interval
+
+    agg = agg.reset_index(drop=True)
     for col in ("masked", "non_critical", "sdc1", "sdc5", "due"):
         k, n = agg[col].to_numpy(), agg["pairs"].to_numpy()
         agg[f"{col}_rate"] = k / n
