@@ -134,7 +134,7 @@ def _parse_bits(text: str, *, where: str) -> tuple[int, ...]:
 
 
 class _Columns:
-    """Faults appended column by column into flat arrays: about 60 bytes a fault instead of a few hundred as objects."""
+    """Faults appended column by column into flat arrays: under a hundred bytes a fault instead of a few hundred as objects."""
 
     def __init__(self) -> None:
         self.strings: dict[str, int] = {}
@@ -194,6 +194,8 @@ class FaultList:
         self._inputs = np.frombuffer(cols.inputs, dtype=np.int64) if len(cols.inputs) else np.zeros(0, np.int64)
         self._flags = np.frombuffer(cols.flags, dtype=np.int8) if len(cols.flags) else np.zeros(0, np.int8)
         self._lines = np.frombuffer(cols.lines, dtype=np.int32) if len(cols.lines) else np.zeros(0, np.int32)
+        self._ids.flags.writeable = False  # shared with callers through .ids
+        self._fingerprint: str | None = None
         if len(self._ids) > 1:
             order = np.argsort(self._ids, kind="stable")
             dup = np.flatnonzero(self._ids[order][1:] == self._ids[order][:-1])
@@ -256,11 +258,13 @@ class FaultList:
         return f"{self.source} row {row} (Injection {fid})" if row else f"{self.source} (fault {fid})"
 
     def fingerprint(self) -> str:
-        """A hash of the list's content, to recognise the same campaign on resume."""
-        h = hashlib.sha256()
-        for f in self:
-            h.update(repr((f.id, f.layer, f.index, f.bits, f.site, f.model, f.value, f.input)).encode())
-        return h.hexdigest()[:16]
+        """A hash of the list's content, to recognise the same campaign on resume (computed once: the list is immutable)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for f in self:
+                h.update(repr((f.id, f.layer, f.index, f.bits, f.site, f.model, f.value, f.input)).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def layers(self) -> list[str]:
         return [self._names[c] for c in dict.fromkeys(self._codes[:, 0].tolist())]
@@ -341,7 +345,7 @@ class FaultList:
             try:
                 cols.add(fault, line_no)
             except OverflowError:
-                raise FaultSpecError(f"{where}: a number in this row is too large (ids, indices and inputs must fit in 64 bits)") from None
+                raise FaultSpecError(f"{where}: a number in this row is out of range (Bit must be 0..63; Injection, TensorIndex and Input must fit in 64 bits)") from None
         if not len(cols.ids):
             raise FaultSpecError(f"{p}: the fault list has a header but no faults")
         return cls(cols, str(p))

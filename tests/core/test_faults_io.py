@@ -125,3 +125,13 @@ def test_injecttf2_yaml_file(tmp_path):
     p = tmp_path / "c.yml"
     p.write_text("inject_layer:\n  layer_name: dense_1\n  fault_type: BitFlip\n  bit_flip_type: SpecificBit\n  bit_number: 31 # Max value is 31, min value is 0\n  probability: 1.0\n")
     assert InjectConfig.from_yaml(p).bit == 31
+
+
+def test_numbers_too_large_to_store_name_their_row(tmp_path):
+    p = tmp_path / "big.csv"
+    p.write_text('Injection,Layer,TensorIndex,Bit\n0,a,"(1,)",2\n1,a,"(1,)",99999999999\n')
+    with pytest.raises(FaultSpecError, match=r"big.csv row 3: a number in this row is out of range"):
+        FaultList.from_csv(p)
+    p.write_text('Injection,Layer,TensorIndex,Bit\n0,a,"(99999999999999999999,)",2\n')
+    with pytest.raises(FaultSpecError, match=r"big.csv row 2: .*out of range"):
+        FaultList.from_csv(p)

@@ -81,6 +81,10 @@ class Target(ABC):
             site = self.site(fault.layer, fault.site)
         except FaultSpecError as e:
             raise FaultSpecError(f"{at}{e}") from None
+        return self._check_on_site(fault, site, at)
+
+    @staticmethod
+    def _check_on_site(fault: Fault, site: Site, at: str) -> Site:
         if fault.index is not None:
             if len(fault.index) != len(site.shape):
                 raise FaultSpecError(
@@ -97,11 +101,22 @@ class Target(ABC):
         return site
 
     def check_faults(self, faults: FaultList, n_inputs: int | None = None) -> None:
-        """Validate a whole list before anything runs, naming the file and row of the first bad fault."""
+        """Validate a whole list before anything runs, naming the file and row of the first bad fault.
+
+        Each (layer, site kind) is looked up once and a fault's location is only worked out for the
+        message, so a 100,000-fault list is checked in a fraction of a second.
+        """
+        sites: dict[tuple[str, str], Site] = {}
         for f in faults:
-            self.check_fault(f, where=faults.where(f))
-            if f.input is not None and n_inputs is not None and not 0 <= f.input < n_inputs:
-                raise FaultSpecError(f"{faults.where(f)}: Input {f.input} is out of range for {n_inputs} evaluation inputs")
+            try:
+                site = sites.get((f.layer, f.site))
+                if site is None:
+                    site = sites[(f.layer, f.site)] = self.site(f.layer, f.site)
+                self._check_on_site(f, site, "")
+                if f.input is not None and n_inputs is not None and not 0 <= f.input < n_inputs:
+                    raise FaultSpecError(f"Input {f.input} is out of range for {n_inputs} evaluation inputs")
+            except FaultSpecError as e:
+                raise FaultSpecError(f"{faults.where(f)}: {e}") from None
 
     def expand_config(self, config: "InjectConfig", n_inputs: int, *, seed: int = 0) -> FaultList:
         """Resolve an InjectTF2 config's layer (by name or index among activation sites) and expand it."""
