@@ -250,6 +250,12 @@ class Campaign:
         return CampaignSummary(self.out, None, int(len(x)), clean_top1, self.criterion, resumed, new, time.perf_counter() - t0, clean_correct)
 
 
+#: a chunk grows while it would take less than this many seconds per worker
+CHUNK_SECONDS = 1.0
+#: ... up to this many times the campaign's chunk size
+MAX_CHUNK_GROWTH = 16
+
+
 class _Pending(Sequence[Fault]):
     """The faults of ``faults`` at positions ``todo``, made into records only when sliced or indexed."""
 
@@ -278,23 +284,39 @@ def execute(
 ) -> int:
     """Run ``pending`` faults in chunks on ``executor`` and store each chunk's results as it arrives.
 
+    Chunks start at ``chunk_size`` faults and grow, up to :data:`MAX_CHUNK_GROWTH` times that,
+    while the faults run so fast that a chunk would take less than :data:`CHUNK_SECONDS` per
+    worker: an engine pays a fixed cost per call, and a kill still loses about a second of work.
     Returns how many results were new. A failed chunk is logged and reported after the others
     finish; what was stored stays stored, and a rerun retries only what is missing.
     """
     total = len(pending) + done if total is None else total
     if progress:
         progress(done, total)
-    # made as the executor asks for them: only the chunks in flight exist as Fault records
-    chunks = (list(pending[i : i + chunk_size]) for i in range(0, len(pending), chunk_size))
+    size = chunk_size
+    workers = max(1, int(getattr(executor, "workers", 1) or 1))
+
+    def chunks() -> Iterator[list[Fault]]:
+        # made as the executor asks for them: only the chunks in flight exist as Fault records
+        i = 0
+        while i < len(pending):
+            n = size  # read once: ``size`` may change while this chunk runs
+            yield list(pending[i : i + n])
+            i += n
+
     errors: list[str] = []
-    new = 0
-    for outcome in executor.run(worker, chunks):
+    new = ran = 0
+    t0 = time.perf_counter()
+    for outcome in executor.run(worker, chunks()):
         if not outcome.ok:
             errors.append(outcome.error or "?")
             log.error("chunk of %d faults failed: %s", len(outcome.task), outcome.error)
             continue
         new += store.add_results(outcome.result)
         done += len(outcome.result)
+        ran += len(outcome.result)
+        per_worker = ran / max(time.perf_counter() - t0, 1e-9) / workers  # faults per second, set-up included
+        size = int(min(chunk_size * MAX_CHUNK_GROWTH, max(chunk_size, per_worker * CHUNK_SECONDS)))
         if progress:
             progress(done, total)
     if errors:
