@@ -165,58 +165,58 @@ class FastEngine(Engine):
         return traced
 
     def _jobs(self, target: Target, tm: TracedModel, faults: Sequence[Fault]) -> tuple[list[_Job], list[Fault]]:
+        """Each fault's job (how it replays), or the fault in the list for the exact engine; decided once per (layer, site)."""
         model = target.model  # type: ignore[attr-defined]
         owners: dict[int, int] = {}
         for _, m in model.named_modules():
             for _, p in m.named_parameters(recurse=False):
                 owners[id(p)] = owners.get(id(p), 0) + 1
         jobs, slow = [], []
-        sites: dict[tuple[str, str], Any] = {}
+        kinds: dict[tuple[str, str], tuple[str, Any, str] | None] = {}
         for j, f in enumerate(faults):
             key = (f.layer, f.site)
-            if key not in sites:
-                try:
-                    sites[key] = target.site(f.layer, f.site)
-                except Exception:
-                    sites[key] = None
-            site = sites[key]
-            if site is None:
-                slow.append(f)  # the exact engine raises the proper error
+            if key not in kinds:
+                kinds[key] = self._job_kind(target, tm, f, owners)
+            kind = kinds[key]
+            # a fault on one input is compared by the exact engine in a pass of its own size (a weight fault: that
+            # input alone), and a one-row matmul rounds apart from the same row in a batch: such a pair's outcome
+            # can move between masked and non-critical (seen on fc1 of the demo CNN). As on Keras, these one-pair
+            # faults stay exact; they cost one row of a forward pass there.
+            if kind is None or f.input is not None:
+                slow.append(f)  # the exact engine raises the proper error where there is one
                 continue
-            nodes = tm.module_nodes.get(site.layer, [])
-            if len(nodes) != 1:
-                slow.append(f)
-                continue
-            node = nodes[0]
-            if node not in tm.tensor_nodes:
-                slow.append(f)
-                continue
-            if f.input is not None:
-                # the exact engine compares a fault on one input in a pass of its own size (a weight fault: that
-                # input alone), and a one-row matmul rounds apart from the same row in a batch: such a pair's
-                # outcome can move between masked and non-critical (seen on fc1 of the demo CNN). As on Keras,
-                # these one-pair faults stay exact; they cost one row of a forward pass there.
-                slow.append(f)
-                continue
-            if f.site == "activation":
-                jobs.append(_Job(j, f, "act", node))
-                continue
-            pname = "weight" if site.name == site.layer else site.name[len(site.layer) + 1 :]
-            mod = tm.modules[site.layer]
-            p = getattr(mod, pname, None)
-            if not isinstance(p, torch.Tensor) or owners.get(id(p), 0) != 1 or id(p) in tm.attr_tensor_ids:
-                slow.append(f)
-                continue
-            stackable = (
-                f.index is not None
-                and pname in ("weight", "bias")
-                and ((isinstance(mod, _CONV) and mod.groups == 1) or isinstance(mod, nn.Linear))
-                and len(node.args) == 1
-                and not node.kwargs
-                and hasattr(node.args[0], "op")
-            )
-            jobs.append(_Job(j, f, "stacked" if stackable else "node", node, pname))
+            mode, node, pname = kind
+            if mode == "stacked" and f.index is None:
+                mode = "node"
+            jobs.append(_Job(j, f, mode, node, pname))
         return jobs, slow
+
+    @staticmethod
+    def _job_kind(target: Target, tm: TracedModel, f: Fault, owners: dict[int, int]) -> tuple[str, Any, str] | None:
+        """(mode, node, parameter name) for faults at ``f``'s layer and site, or None when they run exact."""
+        try:
+            site = target.site(f.layer, f.site)
+        except Exception:
+            return None
+        nodes = tm.module_nodes.get(site.layer, [])
+        if len(nodes) != 1 or nodes[0] not in tm.tensor_nodes:
+            return None
+        node = nodes[0]
+        if f.site == "activation":
+            return ("act", node, "")
+        pname = "weight" if site.name == site.layer else site.name[len(site.layer) + 1 :]
+        mod = tm.modules[site.layer]
+        p = getattr(mod, pname, None)
+        if not isinstance(p, torch.Tensor) or owners.get(id(p), 0) != 1 or id(p) in tm.attr_tensor_ids:
+            return None
+        stackable = (
+            pname in ("weight", "bias")
+            and ((isinstance(mod, _CONV) and mod.groups == 1) or isinstance(mod, nn.Linear))
+            and len(node.args) == 1
+            and not node.kwargs
+            and hasattr(node.args[0], "op")
+        )
+        return ("stacked" if stackable else "node", node, pname)
 
     # ----- run -----
     def run(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
@@ -446,17 +446,18 @@ class FastEngine(Engine):
     @staticmethod
     def _pairs(group: list[_Job], s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
         """(fault position, block-local input) pairs of the block [s, e), grouped by fault."""
-        pf, pi = [], []
-        for job in group:
-            if job.fault.input is None:
-                pf.append(np.full(e - s, job.pos))
-                pi.append(np.arange(e - s))
-            elif s <= job.fault.input < e:
-                pf.append(np.array([job.pos]))
-                pi.append(np.array([job.fault.input - s]))
-        if not pf:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(pf).astype(np.int64), np.concatenate(pi).astype(np.int64)
+        pos = np.fromiter((job.pos for job in group), dtype=np.int64, count=len(group))
+        inp = np.fromiter((-1 if job.fault.input is None else job.fault.input for job in group), dtype=np.int64, count=len(group))
+        one = inp >= 0
+        keep = ~one | ((inp >= s) & (inp < e))  # a one-input fault joins the block that holds its input
+        pos, inp, one = pos[keep], inp[keep], one[keep]
+        counts = np.where(one, 1, e - s)
+        pf = np.repeat(pos, counts)
+        # every input of the block for whole-set faults, the one input for the others
+        starts = np.cumsum(counts) - counts
+        pi = np.arange(len(pf), dtype=np.int64) - np.repeat(starts, counts)
+        pi[np.repeat(one, counts)] = inp[one] - s
+        return pf, pi
 
     def _pass(
         self, target: Target, tm: TracedModel, data: EvalSet, cache: dict, s: int, node: Any, mode: str, pname: str,
@@ -721,20 +722,23 @@ def _faulty_elements(values: torch.Tensor, faults: Sequence[Fault]) -> torch.Ten
     """``values[i]`` with fault ``faults[i]``'s model applied, bit models vectorised per model."""
     out = values.clone()
     width = values.element_size() * 8
-    by_model: dict[str, list[int]] = {}
-    checked: set[tuple[int, ...]] = set()
+    by_model: dict[str, tuple[list[int], list[int]]] = {}
+    mask_of: dict[tuple[int, ...], int] = {}  # each distinct bit set checked and turned into a mask once
     for i, f in enumerate(faults):
         if f.model in BIT_MODELS:
-            if f.bits not in checked:
+            m = mask_of.get(f.bits)
+            if m is None:
                 check_bits(f.bits, values.dtype)
-                checked.add(f.bits)
-            by_model.setdefault(f.model, []).append(i)
+                m = mask_of[f.bits] = bit_mask(f.bits, width)
+            rows, masks = by_model.setdefault(f.model, ([], []))
+            rows.append(i)
+            masks.append(m)
         else:
             out[i : i + 1] = apply_fault_model(values[i : i + 1], f.model, f.bits, value=f.value)
-    for model, rows in by_model.items():
+    for model, (rows, masks) in by_model.items():
         sel = torch.as_tensor(rows, device=values.device)
-        masks = torch.as_tensor([bit_mask(faults[i].bits, width) for i in rows], dtype=as_int_view(values[:0]).dtype, device=values.device)
-        out[sel] = apply_masks(values.index_select(0, sel), masks, model)  # type: ignore[arg-type]
+        m = torch.as_tensor(masks, dtype=as_int_view(values[:0]).dtype, device=values.device)
+        out[sel] = apply_masks(values.index_select(0, sel), m, model)  # type: ignore[arg-type]
     return out
 
 
