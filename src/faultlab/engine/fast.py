@@ -638,28 +638,34 @@ class FastEngine(Engine):
         ch = torch.zeros(len(inp), dtype=torch.long, device=dev)
         ch[:r] = torch.from_numpy(np.array([faults[int(p)].index[0] for p in uniq], dtype=np.int64)[k]).to(dev)
         val = clean_block(clean, inp, ch, g)
+        # every group's kernels at once: slot i of group gi holds fault gi * c_out + i's output channel, the rest
+        # repeat channel 0 (each group has the layer's own shape); the faults are written in with one call
+        n_groups = -(-len(uniq) // c_out)
+        fs = [faults[int(p)] for p in uniq]
+        perm = np.zeros(n_groups * c_out, dtype=np.int64)
+        perm[: len(fs)] = [f.index[0] for f in fs]
+        perm_t = torch.from_numpy(perm).to(dev)
+        sw_all = w.detach().index_select(0, perm_t)
+        sb_all = None if b is None else b.detach().index_select(0, perm_t)
+        slots = torch.arange(len(fs), device=dev)
+        if pname == "weight":
+            at = (slots,) + tuple(torch.from_numpy(np.array([f.index[d] for f in fs], dtype=np.int64)).to(dev) for d in range(1, w.dim()))
+            sw_all[at] = _faulty_elements(sw_all[at], fs)
+        else:
+            sb_all[slots] = _faulty_elements(sb_all[slots], fs)  # type: ignore[index]
         # rows sorted by their fault's group once, so each group's rows are one slice
         grp = k // c_out
         order = np.argsort(grp, kind="stable")
-        bounds = np.searchsorted(grp[order], np.arange(0, (len(uniq) - 1) // c_out + 2))
-        for gi, g0 in enumerate(range(0, len(uniq), c_out)):
-            fs = [faults[int(p)] for p in uniq[g0 : g0 + c_out]]
-            # slot i holds fault i's output channel, the rest repeat channel 0: the layer's own shape
-            perm = torch.zeros(c_out, dtype=torch.long, device=dev)
-            perm[: len(fs)] = torch.as_tensor([f.index[0] for f in fs], device=dev)
-            sw = w.detach().index_select(0, perm)
-            sb = None if b is None else b.detach().index_select(0, perm)
-            slots = torch.arange(len(fs), device=dev)
-            if pname == "weight":
-                at = (slots,) + tuple(torch.as_tensor([f.index[d] for f in fs], device=dev) for d in range(1, w.dim()))
-                sw[at] = _faulty_elements(sw[at], fs)
-            else:
-                sb[slots] = _faulty_elements(sb[slots], fs)  # type: ignore[index]
-            out = self._layer(mod, x, sw, sb)
-            sel = order[bounds[gi] : bounds[gi + 1]]
-            rows = torch.from_numpy(sel).to(dev)
-            slots = torch.from_numpy(k[sel] - g0).to(dev)
-            val.index_copy_(0, rows, clean_block(out, inp.index_select(0, rows), slots, g))
+        counts = np.bincount(grp, minlength=n_groups).tolist()
+        order_t = torch.from_numpy(order).to(dev)
+        rows_of = order_t.split(counts)
+        inp_of = inp.index_select(0, order_t).split(counts)
+        slot_of = torch.from_numpy(k[order] % c_out).to(dev).split(counts)
+        for gi in range(n_groups):
+            part = slice(gi * c_out, (gi + 1) * c_out)
+            # fresh tensors, as in the layer check (not views into the stacked kernels)
+            out = self._layer(mod, x, sw_all[part].clone(), None if sb_all is None else sb_all[part].clone())
+            val.index_copy_(0, rows_of[gi], clean_block(out, inp_of[gi], slot_of[gi], g))
         return Block(val, ch)
 
     def _activation_block(self, tm, cache, node, faults, cf, inp) -> Block:
