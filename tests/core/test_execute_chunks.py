@@ -38,7 +38,7 @@ def test_fast_chunks_grow_to_the_cap(tmp_path):
     sizes, seen, new = _run(tmp_path, 2000, 8, 0.0)
     assert seen == list(range(2000)) and new == 2000  # every fault once, in order
     assert sizes[0] == 8 and max(sizes) == 8 * campaign_mod.MAX_CHUNK_GROWTH
-    assert len(sizes) < 2000 // 8 / 4
+    assert len(sizes) < 2000 // 8 / 2  # far fewer chunks than at a fixed size
 
 
 def test_slow_chunks_keep_the_campaign_chunk_size(tmp_path, monkeypatch):

@@ -252,8 +252,10 @@ class Campaign:
 
 #: a chunk grows while it would take less than this many seconds per worker
 CHUNK_SECONDS = 1.0
-#: ... up to this many times the campaign's chunk size
-MAX_CHUNK_GROWTH = 16
+#: ... up to this many times the campaign's chunk size: 4x gave most of the speed (digits, 100,000 weight faults:
+#: 16.3 s against 21.2 s unchanged and 15.4 s at 16x) without filling the engine's memory budget (466 MiB peak,
+#: 440 unchanged, 533 at 16x)
+MAX_CHUNK_GROWTH = 4
 
 
 class _Pending(Sequence[Fault]):
