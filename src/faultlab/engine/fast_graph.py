@@ -149,6 +149,9 @@ def rows_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ~_any_per_row(ne)
 
 
+_WORDS = ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2))
+
+
 def _any_per_row(ne: torch.Tensor) -> torch.Tensor:
     """``ne.any()`` over every dim but the first, reading the booleans 8 at a time where the layout allows.
 
@@ -161,8 +164,7 @@ def _any_per_row(ne: torch.Tensor) -> torch.Tensor:
     width = math.prod(ne.shape[1:])
     if order[0] == 0 and mem.is_contiguous() and width > 1:
         flat = mem.view(ne.shape[0], width)
-        for word in (torch.int64, torch.int32, torch.int16):
-            size = torch.empty((), dtype=word).element_size()
+        for word, size in _WORDS:
             if width % size == 0:
                 words = flat.view(word)
                 return words.ne(0).squeeze(1) if words.shape[1] == 1 else words.ne(0).any(dim=1)
