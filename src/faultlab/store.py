@@ -149,9 +149,6 @@ class CampaignStore:
         )
 
     # ----- results -----
-    def done_ids(self) -> set[int]:
-        return {r[0] for r in self._conn.execute("SELECT fault_id FROM results")}
-
     def done_id_array(self) -> np.ndarray:
         """The ids of the faults with a stored result, as one int64 array (no Python int per fault)."""
         cur = self._conn.execute("SELECT fault_id FROM results")

@@ -18,7 +18,7 @@ from ..errors import FaultlabError
 from ..faults import FaultList
 from ..planning import AdaptiveAllocator, PopulationSampler, StratifyBy, stratify
 from ..store import CampaignStore
-from .campaign import Campaign, CampaignSummary, ProgressFn, execute
+from .campaign import Campaign, CampaignSummary, ProgressFn, execute, pending_faults
 
 #: Which per-fault event the adaptive rounds estimate: a fault is an event when it caused
 #: this outcome on at least one evaluated input.
@@ -95,10 +95,10 @@ class AdaptiveCampaign(Campaign):
                     next_id += len(samplers[name].draw(n, first_id=next_id))
             while True:
                 stored = store.faults()
-                done = store.done_ids()
-                pending = [f for f in stored if f.id not in done]
-                if pending:
-                    new += execute(store, pending, worker, self.executor, chunk_size=self.chunk_size, progress=progress, done=len(done), total=len(stored))
+                pending = pending_faults(stored, store)
+                if len(pending):
+                    done = len(stored) - len(pending)
+                    new += execute(store, pending, worker, self.executor, chunk_size=self.chunk_size, progress=progress, done=done, total=len(stored))
                 results = self._results(store, names)
                 proposal = {k: v for k, v in alloc.propose(results).items() if v > 0}
                 if not proposal or len(rounds) >= self.max_rounds:

@@ -240,8 +240,7 @@ class Campaign:
             if golden.labels is not None:
                 ok = (golden.golden.argmax(1) == golden.labels).cpu().numpy()
                 store.set_meta("clean_correct", "".join("1" if v else "0" for v in ok))
-            todo = np.flatnonzero(~np.isin(self.faults.ids, store.done_id_array()))
-            pending = _Pending(self.faults, todo)
+            pending = pending_faults(self.faults, store)
             total, finished = len(self.faults), len(self.faults) - len(pending)
             worker = self.worker(x, y)
             new = execute(store, pending, worker, self.executor, chunk_size=self.chunk_size, progress=progress, done=finished, total=total)
@@ -271,6 +270,11 @@ class _Pending(Sequence[Fault]):
         if isinstance(i, slice):
             return [self.faults[int(j)] for j in self.todo[i]]
         return self.faults[int(self.todo[i])]
+
+
+def pending_faults(faults: FaultList, store: CampaignStore) -> Sequence[Fault]:
+    """The faults of ``faults`` without a stored result, in list order (records made only as they are read)."""
+    return _Pending(faults, np.flatnonzero(~np.isin(faults.ids, store.done_id_array())))
 
 
 def execute(
@@ -343,4 +347,4 @@ def faulty_accuracy(summary: CampaignSummary) -> float:
     return float(df["top1_correct"].sum() / df["n"].sum())
 
 
-__all__ = ["Campaign", "CampaignWorker", "CampaignSummary", "data_fingerprint", "execute", "faulty_accuracy"]
+__all__ = ["Campaign", "CampaignWorker", "CampaignSummary", "data_fingerprint", "execute", "faulty_accuracy", "pending_faults"]
