@@ -632,18 +632,21 @@ class FastEngine(Engine):
         g = clean[0].numel() // int(clean.shape[1])
         r = len(cf)
         dev = clean.device
-        heads = cf[np.r_[True, cf[1:] != cf[:-1]]]  # a fault's rows are one run: first-seen order from the run heads
-        uniq = np.array(list(dict.fromkeys(heads.tolist())), dtype=np.int64)
-        k = _positions(uniq, cf)  # row -> its fault's place in uniq: group k // c_out, slot k % c_out
+        # a fault's rows are one run (see _pairs), so run k is fault k: group k // c_out, slot k % c_out, and
+        # each group's rows are one slice of the pass
+        starts = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])
+        lens = np.diff(np.r_[starts, r])
+        fs = [faults[int(p)] for p in cf[starts]]
+        chans = np.array([f.index[0] for f in fs], dtype=np.int64)
         ch = torch.zeros(len(inp), dtype=torch.long, device=dev)
-        ch[:r] = torch.from_numpy(np.array([faults[int(p)].index[0] for p in uniq], dtype=np.int64)[k]).to(dev)
-        val = clean_block(clean, inp, ch, g)
+        ch[:r] = torch.from_numpy(np.repeat(chans, lens)).to(dev)
+        val = torch.empty((len(inp), g), dtype=clean.dtype, device=dev)
+        val[r:] = clean_block(clean, inp[r:], ch[r:], g)  # the control rows: clean channel 0
         # every group's kernels at once: slot i of group gi holds fault gi * c_out + i's output channel, the rest
         # repeat channel 0 (each group has the layer's own shape); the faults are written in with one call
-        n_groups = -(-len(uniq) // c_out)
-        fs = [faults[int(p)] for p in uniq]
+        n_groups = -(-len(fs) // c_out)
         perm = np.zeros(n_groups * c_out, dtype=np.int64)
-        perm[: len(fs)] = [f.index[0] for f in fs]
+        perm[: len(fs)] = chans
         perm_t = torch.from_numpy(perm).to(dev)
         sw_all = w.detach().index_select(0, perm_t)
         sb_all = None if b is None else b.detach().index_select(0, perm_t)
@@ -653,19 +656,14 @@ class FastEngine(Engine):
             sw_all[at] = _faulty_elements(sw_all[at], fs)
         else:
             sb_all[slots] = _faulty_elements(sb_all[slots], fs)  # type: ignore[index]
-        # rows sorted by their fault's group once, so each group's rows are one slice
-        grp = k // c_out
-        order = np.argsort(grp, kind="stable")
-        counts = np.bincount(grp, minlength=n_groups).tolist()
-        order_t = torch.from_numpy(order).to(dev)
-        rows_of = order_t.split(counts)
-        inp_of = inp.index_select(0, order_t).split(counts)
-        slot_of = torch.from_numpy(k[order] % c_out).to(dev).split(counts)
+        slot = torch.from_numpy(np.repeat(np.arange(len(fs), dtype=np.int64) % c_out, lens)).to(dev)
+        bounds = np.r_[starts[::c_out], r].tolist()
         for gi in range(n_groups):
             part = slice(gi * c_out, (gi + 1) * c_out)
             # fresh tensors, as in the layer check (not views into the stacked kernels)
             out = self._layer(mod, x, sw_all[part].clone(), None if sb_all is None else sb_all[part].clone())
-            val.index_copy_(0, rows_of[gi], clean_block(out, inp_of[gi], slot_of[gi], g))
+            a, z = bounds[gi], bounds[gi + 1]
+            clean_block(out, inp[a:z], slot[a:z], g, out=val[a:z])
         return Block(val, ch)
 
     def _activation_block(self, tm, cache, node, faults, cf, inp) -> Block:
@@ -673,9 +671,10 @@ class FastEngine(Engine):
         clean = cache[node]
         shape = tuple(clean.shape[2:])
         g = clean[0].numel() // int(clean.shape[1])
-        uniq = np.unique(cf)
+        starts = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])  # a fault's rows are one run (see _pairs)
+        chans = np.array([faults[int(p)].index[0] for p in cf[starts]], dtype=np.int64)
         ch = torch.zeros(len(inp), dtype=torch.long, device=clean.device)
-        ch[: len(cf)] = torch.from_numpy(np.array([faults[int(p)].index[0] for p in uniq], dtype=np.int64)[_positions(uniq, cf)]).to(clean.device)
+        ch[: len(cf)] = torch.from_numpy(np.repeat(chans, np.diff(np.r_[starts, len(cf)]))).to(clean.device)
         val = clean_block(clean, inp, ch, g)
         self._apply_act_faults(val, faults, cf, lambda f: (int(np.ravel_multi_index(f.index[1:], shape)) if shape else 0,))
         return Block(val, ch)
@@ -746,13 +745,6 @@ def _faulty_elements(values: torch.Tensor, faults: Sequence[Fault]) -> torch.Ten
         m = torch.as_tensor(masks, dtype=as_int_view(values[:0]).dtype, device=values.device)
         out[sel] = apply_masks(values.index_select(0, sel), m, model)  # type: ignore[arg-type]
     return out
-
-
-def _positions(uniq: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """For each of ``values``, its position in ``uniq`` (every value occurs there)."""
-    lut = np.empty(int(uniq.max()) + 1, dtype=np.int64)
-    lut[uniq] = np.arange(len(uniq))
-    return lut[values]
 
 
 __all__ = ["FastEngine", "DEFAULT_MAX_MEMORY"]

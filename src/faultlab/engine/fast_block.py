@@ -62,15 +62,21 @@ def is_channel(t: torch.Tensor, g: int) -> bool:
     return t.dim() >= 3 and g == math.prod(t.shape[2:]) or t.dim() == 2 and g == 1
 
 
-def clean_block(clean: torch.Tensor, inp: torch.Tensor, ch: torch.Tensor, g: int) -> torch.Tensor:
-    """(R, g): block ``ch[r]`` of size ``g`` of clean row ``inp[r]``, whatever the memory layout."""
+def clean_block(clean: torch.Tensor, inp: torch.Tensor, ch: torch.Tensor, g: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(R, g): block ``ch[r]`` of size ``g`` of clean row ``inp[r]``, whatever the memory layout (written into ``out`` if given)."""
     r = len(inp)
     if clean.is_contiguous():  # one row gather from a (N * blocks, g) view: cheaper than 2-index indexing
         per_row = clean[0].numel() // g
-        return clean.view(-1, g).index_select(0, inp * per_row + ch)
+        idx = inp * per_row + ch
+        return clean.view(-1, g).index_select(0, idx) if out is None else torch.index_select(clean.view(-1, g), 0, idx, out=out)
     if clean.dim() >= 3 and g == math.prod(clean.shape[2:]):
-        return clean[inp, ch].reshape(r, g)
-    return clean.reshape(clean.shape[0], -1, g)[inp, ch]
+        val = clean[inp, ch].reshape(r, g)
+    else:
+        val = clean.reshape(clean.shape[0], -1, g)[inp, ch]
+    if out is None:
+        return val
+    out.copy_(val)
+    return out
 
 
 def write_blocks(clean: torch.Tensor, blk: Block, inp: torch.Tensor) -> torch.Tensor:
