@@ -14,7 +14,7 @@ Top-k membership ranks classes as ``argmax`` does (ties to the lower index, NaN 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -168,8 +168,15 @@ class FaultResult:
     top5_robust: int
     codes: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros(0, np.uint8))
     engine: str = "exact"
-    #: ``codes`` zlib-compressed where the result was made (a worker), so the store's writer only inserts
+    #: ``codes`` zlib-compressed where the result was made (a campaign worker, see :meth:`compressed`), so the
+    #: store's writer only inserts; engines leave it None (storage is not their job)
     codes_z: bytes | None = field(default=None, repr=False, compare=False)
+
+    def compressed(self) -> "FaultResult":
+        """This result with ``codes_z`` filled in (as the store keeps codes), for sending to the store's writer."""
+        if self.codes_z is not None:
+            return self
+        return replace(self, codes_z=zlib.compress(np.ascontiguousarray(self.codes, dtype=np.uint8).tobytes(), 1))
 
 
 def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, codes: torch.Tensor, flags: torch.Tensor, *, engine: str = "exact") -> list[FaultResult]:
@@ -214,7 +221,6 @@ def aggregate(fault_ids: Sequence[int], pair_fault: torch.Tensor, codes: torch.T
                 top5_robust=h[9],
                 codes=c,
                 engine=engine,
-                codes_z=zlib.compress(c.tobytes(), 1),
             )
         )
     return out

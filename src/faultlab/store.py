@@ -171,7 +171,7 @@ class CampaignStore:
                     (
                         r.fault_id, r.n, r.masked, r.non_critical, r.sdc1, r.sdc5, r.due,
                         r.top1_correct, r.top5_correct, r.top1_robust, r.top5_robust, r.engine,
-                        r.codes_z if r.codes_z is not None else zlib.compress(np.ascontiguousarray(r.codes, dtype=np.uint8).tobytes(), 1), now,
+                        r.compressed().codes_z, now,
                     )
                     for r in results
                 ],

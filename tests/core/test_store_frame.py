@@ -67,3 +67,30 @@ def test_report_csv_written_from_chunks_equals_the_one_shot_file(tmp_path):
         none = write_report_csv(iter(()), tmp_path / "none.csv", "top-1").read_text()
     assert one == chunked and one.count(b"\n") == 24
     assert none.strip() == ",".join(REPORT_COLUMNS)  # no results: the header alone
+
+
+def test_worker_results_arrive_compressed_and_the_store_keeps_codes_either_way(tmp_path):
+    """Engines leave ``codes_z`` empty; a campaign worker compresses in its own process; the store reads back the codes."""
+    import zlib
+
+    from faultlab.datasets import load_dataset
+    from faultlab.engine.campaign import CampaignWorker
+    from faultlab.models import pretrained_digits_cnn
+    from faultlab.targets.torch import TorchTarget
+
+    ds = load_dataset("digits", split="test")
+    x, y = ds.x[:40], ds.y[:40]
+    faults = [Fault(i, "fc1", (i, 3 * i), (30 - i,), "weight") for i in range(4)]
+    work = CampaignWorker(lambda: TorchTarget(pretrained_digits_cnn(), example_input=x[:1]), x, y, engine="fast")()
+    sent = work(faults)
+    assert all(r.codes_z is not None and zlib.decompress(r.codes_z) == r.codes.tobytes() for r in sent)
+    plain = [FaultResult(**{**{k: getattr(r, k) for k in ("fault_id", "n", "masked", "non_critical", "sdc1", "sdc5", "due", "top1_correct",
+                                                           "top5_correct", "top1_robust", "top5_robust", "engine")}, "codes": r.codes}) for r in sent]
+    assert all(r.codes_z is None for r in plain)
+    with CampaignStore(tmp_path) as st:
+        st.init_campaign({"model": "m"}, {}, FaultList.of(faults, "test"))
+        st.add_results(sent[:2])
+        st.add_results(plain[2:])  # e.g. from an engine run outside a worker
+        back = st.results_frame(with_codes=True)
+    assert [list(c) for c in back.codes] == [list(r.codes) for r in sent]
+    assert (back.masked + back.non_critical + back.sdc1 + back.due == 40).all()

@@ -64,7 +64,8 @@ class CampaignWorker:
         eng = make_engine(self.engine, batch_size=self.batch_size, k=self.k, tolerance=self.tolerance, **self.engine_options)
 
         def work(faults: Sequence[Fault]) -> list[FaultResult]:
-            return eng.run(target, data, faults)
+            # codes are compressed here, in the worker, so the store's writer (one process) only inserts
+            return [r.compressed() for r in eng.run(target, data, faults)]
 
         return work
 
