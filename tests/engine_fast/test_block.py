@@ -11,7 +11,7 @@ from _helpers import compare, random_faults
 from faultlab.bits import as_int_view
 from faultlab.engine import EvalSet
 from faultlab.engine.fast import FastEngine
-from faultlab.engine.fast_graph import run_pool
+from faultlab.engine.fast_graph import run_pool, run_pool_maps
 from faultlab.faults import Fault
 from faultlab.targets.torch import TorchTarget
 from test_window import _target
@@ -135,3 +135,19 @@ def test_run_pool_equals_the_module_on_nan_and_signed_zeros(mod, channels_last):
     got, want = run_pool(mod, x), mod(x)
     assert _same_bits(got, want)
     assert got.stride() == want.stride()
+
+
+@pytest.mark.parametrize("mod", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2), nn.MaxPool2d(3, 1, 1), nn.AdaptiveMaxPool2d(2), nn.AvgPool2d(2)])
+@pytest.mark.parametrize("rows", [7, 16, 200])
+def test_single_channel_maps_pooled_in_groups_equal_the_module(mod, rows):
+    """Block replays pool R one-channel maps as channels of a few tensors: the same elements as the module, NaN payloads and -0.0 included."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(rows, 1, 6, 8, generator=g)
+    x[x.abs() < 0.4] = -0.0
+    x[torch.rand(x.shape, generator=g) < 0.2] = 0.0
+    x[torch.rand(x.shape, generator=g) < 0.03] = float("nan")
+    x[torch.rand(x.shape, generator=g) < 0.03] = -float("nan")
+    x[torch.rand(x.shape, generator=g) < 0.02] = -float("inf")
+    got, want = run_pool_maps(mod, x), mod(x)
+    assert got.shape == want.shape and got.is_contiguous()
+    assert _same_bits(got, want)

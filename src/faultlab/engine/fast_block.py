@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, run_pool, rows_equal
+from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, rows_equal, run_pool_maps
 
 #: modules applied to a block as they are: elementwise, no arithmetic that could round apart
 _EXACT_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -144,7 +144,7 @@ class BlockReplay(PartialReplay):
                 fn = lambda blk: self._batch_norm(mod, blk)  # noqa: E731
             elif isinstance(mod, _POOLS) and not getattr(mod, "return_indices", False):
                 shape = (1,) + tuple(clean_in.shape[2:])
-                fn = lambda blk: run_pool(mod, blk.val.reshape((len(blk.val),) + shape)).reshape(len(blk.val), -1)  # noqa: E731
+                fn = lambda blk: run_pool_maps(mod, blk.val.reshape((len(blk.val),) + shape)).reshape(len(blk.val), -1)  # noqa: E731
                 if isinstance(mod, _EXACT_POOLS):
                     return Block(fn(b), b.ch)
             else:

@@ -120,6 +120,25 @@ def run_pool(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return mod(x.contiguous(memory_format=torch.channels_last)).contiguous(memory_format=fmt)
 
 
+#: single-channel maps pooled together as the channels of one tensor (see :func:`run_pool_maps`)
+POOL_GROUP = 16
+
+
+def run_pool_maps(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``mod(x)`` for ``x`` of (R, 1, H, W) independent maps (a block replay's channels), as :func:`run_pool` computes it.
+
+    A map pooled as one of ``POOL_GROUP`` channels of a tensor is the same map pooled alone, but the
+    channels-last kernel then works on many maps at once: about 3x faster than R one-channel maps.
+    """
+    r = int(x.shape[0])
+    head = r // POOL_GROUP * POOL_GROUP
+    if not isinstance(mod, _MAX_POOLS_2D) or x.dim() != 4 or x.shape[1] != 1 or not x.is_contiguous() or head == 0 or getattr(mod, "return_indices", False):
+        return run_pool(mod, x)
+    out = run_pool(mod, x[:head].view(head // POOL_GROUP, POOL_GROUP, *x.shape[2:]))
+    out = out.reshape(head, 1, *out.shape[2:])
+    return out if head == r else torch.cat([out, mod(x[head:])])
+
+
 def _gather(v: Any, rows: torch.Tensor) -> Any:
     """Rows ``rows`` of every batched tensor in ``v`` (tensors, or tuples/lists of them)."""
     if isinstance(v, torch.Tensor):
@@ -587,4 +606,4 @@ class PartialReplay:
         return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
 
 
-__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "run_pool", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
+__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "run_pool", "run_pool_maps", "POOL_GROUP", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
