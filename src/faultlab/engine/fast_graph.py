@@ -567,10 +567,14 @@ class PartialReplay:
         finished = torch.zeros(len(inputs), dtype=torch.bool, device=inputs.device)
         cur_inp, cur_pin, cur_ctrl = inputs, pinned, control
         env: dict[Any, Any] = {start: part}
-        # a start value read only by a first node that compares every row anyway (ReLU, max pooling) is compared on
-        # the control rows alone: a row equal to the clean values there is equal after that node too, and leaves then
-        every_row = not (early_exit and steps and last.get(start) == 0 and tm._can_mask(steps[0]))
-        eqs: dict[Any, torch.Tensor] = {start: self._compare(start, part, cache, cur_inp, cur_ctrl, every_row)}  # per live node
+
+        def handed_on(v: Any, j: int) -> bool:
+            # v is read only by step j, a node where values can turn clean (ReLU, max pooling): a row equal to the
+            # clean values at v is equal after step j too, so v is compared on the control rows alone and the row
+            # leaves at step j (or at the next such node); one comparison instead of one per node
+            return early_exit and j < len(steps) and last.get(v) == j and tm._can_mask(steps[j])
+
+        eqs: dict[Any, torch.Tensor] = {start: self._compare(start, part, cache, cur_inp, cur_ctrl, not handed_on(start, 0))}  # per live node
         if not bool(eqs[start][cur_ctrl].all()):
             return None
         i = -1
@@ -594,7 +598,7 @@ class PartialReplay:
             if out is None:
                 break
             # every row is compared where values can turn clean again (ReLU, max-pooling), else only the controls
-            eq = self._compare(n, out, cache, cur_inp, cur_ctrl, early_exit and tm._can_mask(n))
+            eq = self._compare(n, out, cache, cur_inp, cur_ctrl, early_exit and tm._can_mask(n) and not handed_on(n, i + 2))
             if not bool(eq[cur_ctrl].all()):
                 self._refuse(n, out)  # whole rows from here
                 break
