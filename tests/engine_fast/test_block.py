@@ -151,3 +151,62 @@ def test_single_channel_maps_pooled_in_groups_equal_the_module(mod, rows):
     got, want = run_pool_maps(mod, x), mod(x)
     assert got.shape == want.shape and got.is_contiguous()
     assert _same_bits(got, want)
+
+
+class _ConvReluPool(nn.Module):
+    """conv -> ReLU -> max pooling -> flatten -> linear: the pooling is the last node where a row can turn clean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+@pytest.mark.parametrize("kind", ["weight", "activation"])
+def test_a_relu_read_only_by_max_pooling_hands_its_rows_on(digits, kind, monkeypatch):
+    """conv -> ReLU -> pool: only the pooling compares every row, and exactly the pairs whose pooled map is clean finish early.
+
+    The count of early exits is checked against a plain loop (fault in place, forward hook on the pooling).
+    """
+    import faultlab.engine.fast_graph as fg
+
+    x, y = digits
+    x, y = x[:96], y[:96]
+    torch.manual_seed(5)
+    target = TorchTarget(_ConvReluPool().eval(), example_input=x[:1])
+    shape = target.site("conv", kind).shape
+    rng = np.random.default_rng(31)
+    faults = [Fault(i, "conv", tuple(int(v) for v in np.unravel_index(int(rng.integers(int(np.prod(shape)))), shape)), (int(rng.integers(32)),), kind)
+              for i in range(20)]
+    every_row: dict[str, int] = {}
+    original = fg.PartialReplay._compare
+
+    def spy(self, n, part, cache, inp, ctrl, every):
+        if every:
+            every_row[n.name] = every_row.get(n.name, 0) + 1
+        return original(self, n, part, cache, inp, ctrl, every)
+
+    monkeypatch.setattr(fg.PartialReplay, "_compare", spy)
+    eng = FastEngine()
+    diff, _, _ = compare(eng, target, x, y, faults)
+    assert diff == 0
+    assert set(every_row) == {"pool"}
+    data = EvalSet.build(target, x, y)
+    seen: list[torch.Tensor] = []
+    hook = target.model.pool.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    try:
+        target.model(torch.as_tensor(data.x))
+        clean = seen.pop()
+        want = 0
+        for f in faults:
+            with target.inject([(f, None)]):
+                target.model(torch.as_tensor(data.x))
+            want += int((as_int_view(seen.pop()) == as_int_view(clean)).reshape(len(x), -1).all(dim=1).sum())
+    finally:
+        hook.remove()
+    assert eng.stats["early_exit_rows"] == want > 0
