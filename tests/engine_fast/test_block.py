@@ -168,10 +168,12 @@ class _ConvReluPool(nn.Module):
 
 
 @pytest.mark.parametrize("kind", ["weight", "activation"])
-def test_a_relu_read_only_by_max_pooling_hands_its_rows_on(digits, kind, monkeypatch):
+@pytest.mark.parametrize("parts", [True, False])
+def test_a_relu_read_only_by_max_pooling_hands_its_rows_on(digits, kind, parts, monkeypatch):
     """conv -> ReLU -> pool: only the pooling compares every row, and exactly the pairs whose pooled map is clean finish early.
 
-    The count of early exits is checked against a plain loop (fault in place, forward hook on the pooling).
+    On blocks and windows (``parts``) and on whole rows alike. The count of early exits is checked
+    against a plain loop (fault in place, forward hook on the pooling).
     """
     import faultlab.engine.fast_graph as fg
 
@@ -192,10 +194,13 @@ def test_a_relu_read_only_by_max_pooling_hands_its_rows_on(digits, kind, monkeyp
         return original(self, n, part, cache, inp, ctrl, every)
 
     monkeypatch.setattr(fg.PartialReplay, "_compare", spy)
-    eng = FastEngine()
+    eng = FastEngine(blocks=parts, window=parts)
     diff, _, _ = compare(eng, target, x, y, faults)
     assert diff == 0
-    assert set(every_row) == {"pool"}
+    assert set(every_row) == ({"pool"} if parts else set())
+    tm = eng._trace(target)
+    steps, _, check, _ = tm._plan(tm.module_nodes["conv"][0])
+    assert [n.name for n, c in zip(steps, check[1:]) if c] == ["pool"] and not check[0]  # whole-row replays drop rows there only
     data = EvalSet.build(target, x, y)
     seen: list[torch.Tensor] = []
     hook = target.model.pool.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))

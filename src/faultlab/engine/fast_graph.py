@@ -412,7 +412,13 @@ class TracedModel:
             if last[n] > i:
                 alive.add(n)
             check.append(can_exit and alive == {n} and n not in self.meta and self._can_mask(n))
-        plan = (steps, last, [check_start] + check, can_exit)
+        check = [check_start] + check
+        # a value read only by the next step, itself checked (ReLU -> max pooling), is not checked: a row equal to the
+        # clean values there is equal after the next step too and leaves at it
+        for i, n in enumerate([start] + steps[:-1] if steps else []):
+            if check[i] and check[i + 1] and last[n] == i:
+                check[i] = False
+        plan = (steps, last, check, can_exit)
         self._plans[start] = plan
         return plan
 
