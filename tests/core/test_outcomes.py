@@ -204,3 +204,18 @@ def test_aggregate_counts_per_fault_against_a_loop():
             (c == MASKED).sum(), (c == NON_CRITICAL).sum(), ((c == SDC1) | (c == SDC5)).sum(), (c == SDC5).sum(), (c == DUE).sum())
         assert (r.top1_correct, r.top5_correct, r.top1_robust, r.top5_robust) == tuple(int(((fl >> b) & 1).sum()) for b in range(4))
         np.testing.assert_array_equal(r.codes, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("width", [1, 3, 10, 16])
+def test_finite_rows_reads_the_exponent_bits_as_isfinite_does(dtype, width):
+    """DUE rows are found from exponent bits: the same rows as isfinite().all(), for every special value and layout."""
+    from faultlab.outcomes import finite_rows
+
+    g = torch.Generator().manual_seed(width)
+    x = (torch.randn(400, width, generator=g) * 10.0 ** torch.randint(-40, 40, (400, width), generator=g)).to(dtype)
+    specials = torch.tensor([float("inf"), -float("inf"), float("nan"), -float("nan"), 0.0, -0.0, torch.finfo(dtype).max, torch.finfo(dtype).tiny / 4], dtype=dtype)
+    pick = torch.rand(400, width, generator=g) < 0.05
+    x[pick] = specials[torch.randint(0, len(specials), (int(pick.sum()),), generator=g)]
+    for v in (x, x.t().contiguous().t(), x[::2], x[:, : max(1, width - 1)]):
+        assert finite_rows(v).tolist() == torch.isfinite(v).all(dim=1).tolist()

@@ -7,7 +7,6 @@ possibly-faulty values become bit-identical to the clean ones are finished early
 """
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from ..bits import as_int_view
+from ..outcomes import rows_equal
 from ..targets._tensor_ops import first_tensor
 
 #: replay passes never run fewer rows than this: tiny batches take other CPU kernels (other rounding)
@@ -158,36 +158,6 @@ def _clone(v: Any) -> Any:
     if isinstance(v, list):
         return [_clone(e) for e in v]
     return v
-
-
-def rows_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per row: are ``a`` and ``b`` bit-identical (the outcome's definition of masked)?"""
-    ne = torch.ne(as_int_view(a), as_int_view(b))  # any layouts: no contiguous copies
-    if ne.dim() <= 1:
-        return ~ne
-    return ~_any_per_row(ne)
-
-
-_WORDS = ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2))
-
-
-def _any_per_row(ne: torch.Tensor) -> torch.Tensor:
-    """``ne.any()`` over every dim but the first, reading the booleans 8 at a time where the layout allows.
-
-    A reduction of a bool tensor along rows runs byte by byte; viewing each row's flags as 64-bit
-    words (a row is any() iff one of its words is nonzero) makes the slowest part of an early-exit
-    check several times cheaper.
-    """
-    order = sorted(range(ne.dim()), key=lambda d: (-ne.stride(d), d))
-    mem = ne.permute(order)  # the tensor in memory order, rows outermost if the layout is dense
-    width = math.prod(ne.shape[1:])
-    if order[0] == 0 and mem.is_contiguous() and width > 1:
-        flat = mem.view(ne.shape[0], width)
-        for word, size in _WORDS:
-            if width % size == 0:
-                words = flat.view(word)
-                return words.ne(0).squeeze(1) if words.shape[1] == 1 else words.ne(0).any(dim=1)
-    return ne.any(dim=tuple(range(1, ne.dim())))
 
 
 @dataclass
