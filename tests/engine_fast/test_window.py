@@ -272,3 +272,26 @@ def test_write_crops_on_maps_of_other_layouts():
         want[i, :, dy[i] : dy[i] + 2, dx[i] : dx[i] + 3] = crop[i]
     fw._write_crops(base, crop, dy, dx)
     torch.testing.assert_close(base, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("run", [1, 5, fw.SLICE_RUN_ROWS, 3 * fw.SLICE_RUN_ROWS])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("crop_hw", [(2, 2), (3, 3), (4, 5)])
+def test_write_crops_by_runs_or_by_scatter_equal_a_row_by_row_copy(run, layout, crop_hw):
+    """Long runs of one position are written slice by slice, short ones (and 2-wide crops) by one scatter: the same maps, in either layout."""
+    h, w = crop_hw
+    g = torch.Generator().manual_seed(run + h)
+    rng = np.random.default_rng(run * w)
+    n_runs = 3
+    r = run * n_runs
+    base = torch.randn(r, 16, 6, 7, generator=g).contiguous(memory_format=layout)
+    crop = torch.randn(r, 16, h, w, generator=g)
+    dy = np.repeat(rng.integers(0, 6 - h + 1, n_runs), run)
+    dx = np.repeat(rng.integers(0, 7 - w + 1, n_runs), run)
+    want = base.clone()
+    for i in range(r):
+        want[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] = crop[i]
+    got = base.clone()
+    fw._write_crops(got, crop, dy, dx)
+    assert got.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
