@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ._sqlite import connect, transaction
+from ._sqlite import DB_SUFFIXES, connect, transaction
 from .errors import FaultlabError
 from .faults import Fault, FaultList, format_index, parse_index
 from .outcomes import FaultResult
@@ -48,16 +48,29 @@ RESULT_COLUMNS = ("n", "masked", "non_critical", "sdc1", "sdc5", "due", "top1_co
 _FRAME_CHUNK = 8192
 
 
+def store_file(path: str | Path) -> Path:
+    """The database file for ``path`` (a campaign directory, ``runs/lr_0.5`` too, or a ``.sqlite`` file), refused in
+    one line where a file stands in the way of the directory."""
+    p = Path(path)
+    if not (p.is_file() or p.suffix in DB_SUFFIXES):
+        p = p / DB_NAME
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FaultlabError(f"{path}: {parent} is a file, not a directory; give --out a new or campaign directory")
+            break
+    return p
+
+
 class CampaignStore:
     """A campaign's SQLite database (``DIR/campaign.sqlite``): ids in, frozen records out."""
 
     def __init__(self, path: str | Path) -> None:
         p = Path(path)
-        if p.is_dir() or p.suffix == "":
-            p = p / DB_NAME
+        p = store_file(p)
         p.parent.mkdir(parents=True, exist_ok=True)
         self.path = p
-        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="rerun into a new --out directory")
+        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="rerun into a new --out directory", tables=("faults", "results"))
 
     @classmethod
     def open_existing(cls, directory: str | Path) -> "CampaignStore":

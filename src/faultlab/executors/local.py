@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Iterable, Iterator
@@ -11,8 +14,21 @@ from ._base import Executor, TaskOutcome, WorkerFactory
 _WORKER: Any = None
 
 
-def _init_worker(factory: WorkerFactory, torch_threads: int | None) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (killed with -9, say): orphans would hold memory and cores."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="faultlab-parent-watch", daemon=True).start()
+
+
+def _init_worker(factory: WorkerFactory, torch_threads: int | None, parent: int | None = None) -> None:
     global _WORKER
+    if parent is not None:
+        _exit_with_parent(parent)
     if torch_threads:
         import torch
 
@@ -59,7 +75,7 @@ class ProcessExecutor(Executor):
             max_workers=self.workers,
             mp_context=mp.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(worker_factory, self.torch_threads),
+            initargs=(worker_factory, self.torch_threads, os.getpid()),
         )
         pending: dict[Future, Any] = {}
         it = iter(tasks)
