@@ -325,7 +325,8 @@ class FaultList:
             elif get("Bit") and get("Bit") != "-1":
                 bits = _parse_bits(get("Bit"), where=where)
             if model in BIT_MODELS and not bits:
-                raise FaultSpecError(f"{where}: Bit is empty; a {model} fault needs a bit position (0 = LSB, 31 = float32 sign)")
+                said = "empty" if not get("Bit") else f"{get('Bit')} (tf_injector's 'no bit')"
+                raise FaultSpecError(f"{where}: Bit is {said}; a {model} fault needs a bit position (0 = LSB, 31 = float32 sign)")
             value = None
             if get("Value"):
                 try:
@@ -398,6 +399,26 @@ __all__ = ["Site", "SiteKind", "Fault", "FaultList", "parse_index", "format_inde
 _TF2_FAULT_TYPES = {"bitflip": "flip", "random": "random", "zero": "zero"}
 
 
+def _unique_key_loader() -> Any:
+    """A yaml SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
+
+
 @dataclass(frozen=True)
 class InjectConfig:
     """InjectTF2's ``inject_layer`` config: per input, with probability p, fault one output element.
@@ -425,7 +446,7 @@ class InjectConfig:
         if not p.exists():
             raise FaultSpecError(f"{p}: no such config file; expected an InjectTF2 YAML with an inject_layer section")
         try:
-            doc = yaml.safe_load(p.read_text())
+            doc = yaml.load(p.read_text(), Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f" line {mark.line + 1}" if mark is not None else ""
@@ -455,14 +476,13 @@ class InjectConfig:
         if bft not in ("RandomBit", "SpecificBit"):
             raise FaultSpecError(f"{source}: inject_layer.bit_flip_type {bft!r} must be RandomBit or SpecificBit")
         bit = c.get("bit_number", c.get("bit_position"))
-        if bft == "SpecificBit" and ftype == "flip":
-            if bit is None:
-                raise FaultSpecError(f"{source}: bit_flip_type SpecificBit needs bit_number (0..31; 31 is the float32 sign)")
-            if isinstance(bit, bool) or not isinstance(bit, int):
-                raise FaultSpecError(f"{source}: inject_layer.bit_number must be an integer 0..31, got {bit!r}")
+        if bft == "SpecificBit" and ftype == "flip" and bit is None:
+            raise FaultSpecError(f"{source}: bit_flip_type SpecificBit needs bit_number (0..31; 31 is the float32 sign)")
+        if bit is not None and (isinstance(bit, bool) or not isinstance(bit, int)):
+            raise FaultSpecError(f"{source}: inject_layer.bit_number must be an integer 0..31, got {bit!r}")
         prob = c.get("probability", 1.0)
-        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= float(prob) <= 1.0:
-            raise FaultSpecError(f"{source}: inject_layer.probability must be a number in [0, 1], got {prob!r}")
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 < float(prob) <= 1.0:
+            raise FaultSpecError(f"{source}: inject_layer.probability must be a number in (0, 1] (0 would inject nothing), got {prob!r}")
         elements = str(c.get("elements", "random")).lower()
         if elements not in ("random", "all"):
             raise FaultSpecError(f"{source}: inject_layer.elements must be random or all, got {elements!r}")
@@ -479,7 +499,7 @@ class InjectConfig:
 
     def expand(self, site: Site, n_inputs: int, *, seed: int = 0) -> FaultList:
         """One activation fault per input hit (probability p), on ``site``; seeded and reproducible."""
-        if self.bit is not None and not self.random_bit and not 0 <= self.bit < site.bit_width:
+        if self.bit is not None and not 0 <= self.bit < site.bit_width:  # checked with RandomBit too: never a meaningful bit
             raise FaultSpecError(
                 f"{self.source}: inject_layer.bit_number {self.bit} is beyond {site.dtype}'s {site.bit_width} bits; expected 0..{site.bit_width - 1}"
             )

@@ -89,13 +89,105 @@ def test_bad_fault_lists(case, csv_text, expect, tmp_path, weights, capsys):
         ("inject_layer: {layer_name: fc2, probability: 1.5}\n", "probability"),
         ("inject_layer: {layer_name: nope}\n", "unknown activation layer 'nope'"),
         ("inject_layer: {inject_layer_number: 99}\n", "inject_layer_number 99"),
+        ("inject_layer: {layer_name: fc2, probability: 0.0}\n", "would inject nothing"),
+        ("inject_layer: {layer_name: fc2, bit_number: 40}\n", "beyond"),  # RandomBit: a bit number is still checked
+        ("inject_layer: {layer_name: fc2, bit_number: x}\n", "bit_number must be an integer"),
+        ("inject_layer:\n  layer_name: fc2\n  layer_name: fc1\n", "'layer_name' is given twice"),
     ],
 )
 def test_bad_configs(yaml_text, expect, tmp_path, weights, capsys):
     c = write(tmp_path, "c.yml", yaml_text)
     code, err = run_cli(["run", "--model", MODEL, "--weights", str(weights), "--data", "digits", "--config", str(c), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and expect in err, err
+    assert "c.yml" in err, f"the message should name the file: {err}"
     assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_config_layer_names_the_field(tmp_path, weights, capsys):
+    c = write(tmp_path, "c.yml", "inject_layer: {layer_name: dense_9}\n")
+    code, err = run_cli(["run", "--model", MODEL, "--weights", str(weights), "--data", "digits", "--config", str(c), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "c.yml: inject_layer.layer_name: unknown activation layer 'dense_9'" in err, err
+
+
+def test_csv_bit_minus_one_is_named(tmp_path, weights, capsys):
+    f = write(tmp_path, "f.csv", CSV_HEAD + '0,fc1,"(1, 0)",-1\n')
+    code, err = run_cli(["run", "--model", MODEL, "--weights", str(weights), "--data", "digits", "--faults", str(f), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "Bit is -1" in err, err
+
+
+@pytest.mark.parametrize(
+    "extra,expect",
+    [
+        (["--device", "tpu"], "--device 'tpu': expected cpu, cuda or cuda:N"),
+        (["--device", "cuda:99"], "--device 'cuda:99'"),  # no GPU here, or not 100 of them
+        (["--max-memory", "nan"], "--max-memory 'nan'"),
+        (["--max-memory", "inf"], "--max-memory 'inf'"),
+        (["--max-memory", "0.5"], "--max-memory '0.5'"),
+        (["--engine", "exact", "--max-memory", "abc"], "--max-memory 'abc'"),
+        (["--engine", "foo"], "--engine 'foo': expected fast or exact"),
+        (["--limit", "-3"], "--limit -3"),
+        (["--tolerance", "-1"], "--tolerance -1.0"),
+        (["--split", "foo"], "--split 'foo'"),
+    ],
+)
+def test_bad_options_fail_before_the_store_is_touched(extra, expect, tmp_path, weights, good_faults, capsys):
+    out = tmp_path / "camp"
+    argv = ["run", "--model", MODEL, "--weights", str(weights), "--data", "digits", "--limit", "20", "--faults", str(good_faults), "--out", str(out)]
+    assert run_cli(argv, capsys)[0] == 0
+    before = (out / "campaign.sqlite").read_bytes()
+    code, err = run_cli(argv + extra, capsys)
+    assert code == 2 and expect in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert (out / "campaign.sqlite").read_bytes() == before  # settings and results alike
+    code, err = run_cli(argv[:-1] + [str(tmp_path / "fresh")] + extra, capsys)
+    assert code == 2 and not (tmp_path / "fresh").exists()
+
+
+def test_store_paths_and_foreign_files(tmp_path, weights, good_faults, capsys):
+    base = ["--model", MODEL, "--weights", str(weights), "--data", "digits", "--limit", "20", "--faults", str(good_faults)]
+    # a directory name with a dot is a directory, not a database file
+    code, err = run_cli(["run", *base, "--out", str(tmp_path / "lr_0.5")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "lr_0.5" / "campaign.sqlite").is_file() and (tmp_path / "lr_0.5" / "report.csv").is_file()
+    # a file that is not a database: refused in one line and left as it was
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "campaign.sqlite").write_bytes(b"not a database" * 100)
+    for argv in (["report", str(junk)], ["run", *base, "--out", str(junk)]):
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and "not a readable SQLite database" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert (junk / "campaign.sqlite").read_bytes() == b"not a database" * 100
+    # another program's SQLite database is not given our tables
+    import sqlite3
+
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE things (a INTEGER)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    code, err = run_cli(["report", str(other)], capsys)
+    assert code == 2 and "another kind of SQLite database" in err, err
+    assert other.read_bytes() == before
+    # --out below a file
+    code, err = run_cli(["run", *base, "--out", str(other / "x")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_output_files_are_checked_first(tmp_path, weights, capsys):
+    gen = ["faults", "generate", "--model", MODEL, "--n", "5"]
+    cases = [
+        (gen + ["-o", str(tmp_path)], "is a directory"),
+        (gen + ["--n", "0", "-o", str(tmp_path / "a.csv")], "--n 0"),
+        (gen + ["--bits", "31-23", "-o", str(tmp_path / "a.csv")], "runs backwards"),
+        (["plan", "--model", MODEL, "--margin", "0.05", "-o", str(tmp_path)], "is a directory"),
+        (["show-activations", "--model", MODEL, "--weights", str(weights), "--fault", "conv2,(3, 1, 2, 2),30", "-o", str(tmp_path / "x.txt")], ".png"),
+    ]
+    for argv, expect in cases:
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and expect in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_bad_data_and_models(tmp_path, weights, good_faults, capsys):

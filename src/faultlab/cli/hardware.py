@@ -1,6 +1,7 @@
 """Hardware-fault commands: demo, layers, faults generate, run."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -10,9 +11,9 @@ from rich import box
 from rich.table import Table
 
 from . import app
-from ._common import console, err_console, progress_bar
+from ._common import check_output_file, console, err_console, progress_bar
 
-faults_app = typer.Typer(help="Create and inspect fault lists.", no_args_is_help=True)
+faults_app = typer.Typer(help="Create and inspect fault lists.\n\nExample: faultlab faults generate --model faultlab.models:digits_cnn --n 1000 --site weight -o faults.csv", no_args_is_help=True)
 app.add_typer(faults_app, name="faults")
 
 ModelOpt = typer.Option(..., "--model", "-m", help="pkg.module:factory, file.py:factory, a .pt2/.keras/.h5 file, or a pickled .pt with --trust-pickle.")
@@ -22,9 +23,33 @@ UnsafeOpt = typer.Option(False, "--unsafe", help="Allow Keras Lambda layers (Ker
 DeviceOpt = typer.Option("cpu", "--device", help="cpu or cuda (the model and data live there).")
 
 
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (``mps`` where torch has it), refused in one line where this machine lacks it."""
+    import torch
+
+    from ..errors import FaultlabError
+
+    d = device.strip().lower()
+    kind, _, index = d.partition(":")
+    if kind == "cpu" and not index:
+        return "cpu"
+    if kind == "cuda" and (not index or index.isdigit()):
+        if not torch.cuda.is_available():
+            raise FaultlabError(f"--device {device!r}: this torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise FaultlabError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+        return d
+    if kind == "mps" and not index:
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise FaultlabError(f"--device {device!r}: MPS is not available here; use --device cpu")
+        return d
+    raise FaultlabError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+
+
 def _load(model: str, weights: Optional[Path], trust_pickle: bool, unsafe: bool, device: str):
     from ..targets import TargetSpec
 
+    device = check_device(device)
     spec = TargetSpec(model, None if weights is None else str(weights), trust_pickle, unsafe, device)
     return spec, spec()
 
@@ -141,10 +166,13 @@ def faults_generate(
 
     if site not in ("weight", "activation"):
         raise FaultlabError(f"--site {site!r}: expected weight or activation")
+    if n < 1:
+        raise FaultlabError(f"--n {n}: expected at least 1 fault")
+    check_output_file(out, "-o")
+    bit_list = parse_bit_ranges(bits) if bits else None
     _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
     if site == "activation" and hasattr(target, "trace"):
         target.trace(target.prepare(load_dataset(data).x[:1]))
-    bit_list = parse_bit_ranges(bits) if bits else None
     sites = [s for s in target.sites() if s.kind == site]
     if layers_:
         for name in layers_:
@@ -166,9 +194,21 @@ def parse_bytes(text: str) -> int:
         value = float(num) * units[t[len(num):]]
     except (ValueError, KeyError):
         raise FaultlabError(f"--max-memory {text!r}: expected a size like 512MiB, 4GiB or 2GB") from None
-    if value <= 0:
-        raise FaultlabError(f"--max-memory {text!r}: must be positive")
+    if not math.isfinite(value) or value < 1:
+        raise FaultlabError(f"--max-memory {text!r}: expected a positive, finite size of at least one byte, like 512MiB")
     return int(value)
+
+
+def check_counts(*, limit: int | None = None, tolerance: float | None = None, split: str | None = None) -> None:
+    """One-line refusals for ``--limit`` below 1, a negative or non-finite ``--tolerance`` and an unknown ``--split``."""
+    from ..errors import FaultlabError
+
+    if limit is not None and limit < 1:
+        raise FaultlabError(f"--limit {limit}: expected at least 1 input")
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise FaultlabError(f"--tolerance {tolerance}: expected a relative error of 0 or more (e.g. 0.01)")
+    if split is not None and split not in ("test", "train", "all"):
+        raise FaultlabError(f"--split {split!r}: expected test, train or all")
 
 
 def parse_bit_ranges(text: str) -> list[int]:
@@ -179,13 +219,16 @@ def parse_bit_ranges(text: str) -> list[int]:
     for part in text.split(","):
         part = part.strip()
         try:
-            if "-" in part:
+            if "-" in part.lstrip("-"):
                 a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
+                lo, hi = int(a), int(b)
+                out.extend(range(lo, hi + 1))
             elif part:
                 out.append(int(part))
         except ValueError:
             raise FaultlabError(f"--bits {text!r}: expected bit positions like 23-31 or 0,8,31") from None
+        if "-" in part.lstrip("-") and lo > hi:
+            raise FaultlabError(f"--bits {text!r}: the range {part} runs backwards; write it low-high ({hi}-{lo})")
     return out
 
 
@@ -235,6 +278,11 @@ def run(
             raise FaultlabError("--adaptive draws its own faults; leave out --faults and --config")
     elif (faults is None) == (config is None):
         raise FaultlabError("pass exactly one of --faults FILE.csv or --config FILE.yml (or --adaptive)")
+    # options first: nothing is loaded, and nothing written into --out, before they are known good
+    if engine not in ("fast", "exact"):
+        raise FaultlabError(f"--engine {engine!r}: expected fast or exact")
+    max_memory_bytes = parse_bytes(max_memory)
+    check_counts(limit=limit, tolerance=tolerance, split=split)
     spec, target = _load(model, weights, trust_pickle, unsafe, device)
     ds = load_dataset(data, split=split).head(limit)  # type: ignore[arg-type]
     with make_executor(executor, workers=workers, address=address, gpus_per_worker=gpus_per_worker) as ex:
@@ -242,7 +290,7 @@ def run(
             model=model, spec=spec, target=target, ds=ds, out=out, faults=faults, config=config, weights=weights,
             batch_size=batch_size, seed=seed, engine=engine, tolerance=tolerance, ex=ex, save_outputs=save_outputs,
             adaptive=adaptive, margin=margin, confidence=confidence, by=by, site=site, event=event, t=t,
-            engine_options={"max_memory": parse_bytes(max_memory)} if engine == "fast" else {},
+            engine_options={"max_memory": max_memory_bytes} if engine == "fast" else {},
         )
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from ._common import console, progress_bar
+from ._common import check_output_file, console, progress_bar
 from .hardware import TrustOpt, UnsafeOpt, WeightsOpt, _load
 
 def _pct(x: float) -> str:
@@ -51,6 +51,8 @@ def plan(
     if site not in ("weight", "activation"):
         raise FaultlabError(f"--site {site!r}: expected weight or activation")
     planner = StatisticalPlanner(margin=margin, confidence=confidence, p=p, t=t, by=by, site_kind=site)  # type: ignore[arg-type]
+    if out is not None:
+        check_output_file(out, "-o")
     _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
     if site == "activation" and hasattr(target, "trace"):
         target.trace(target.prepare(load_dataset(data).x[:1]))
@@ -141,7 +143,9 @@ def report(
     Example: faultlab report runs/c1 --per-input
     """
     from ..report.html import report_campaign
+    from ..store import CampaignStore
 
+    CampaignStore.open_existing(directory).close()  # a missing or foreign store fails in one line, before the bar
     with progress_bar(transient=True) as prog:
         task = prog.add_task("report", total=None)
         files = report_campaign(
@@ -174,6 +178,8 @@ def compare(
     from ..store import CampaignStore
 
     normal_quantile(confidence)  # a bad --confidence fails before any work
+    if html_out is not None:
+        check_output_file(html_out, "--html", (".html", ".htm"))
     with CampaignStore.open_existing(dir_a) as store:
         settings = store.settings()
     CampaignStore.open_existing(dir_b).close()

@@ -8,7 +8,7 @@ import numpy as np
 import typer
 
 from . import app
-from ._common import console
+from ._common import check_output_file, console
 from .hardware import DeviceOpt, ModelOpt, TrustOpt, UnsafeOpt, WeightsOpt, _load
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def show_activations(
     from ..errors import DataError
 
     f = parse_fault_spec(fault, site)
+    check_output_file(out, "-o", (".png", ".pdf", ".svg"))
     _, target = _load(model, weights, trust_pickle, unsafe, device)
     ds = load_dataset(data, split=split)  # type: ignore[arg-type]
     if not 0 <= input_ < len(ds):

@@ -65,6 +65,7 @@ class AdaptiveCampaign(Campaign):
 
     def run(self, progress: ProgressFn | None = None) -> AdaptiveSummary:
         t0 = time.perf_counter()
+        self.check_engine()
         x, y, _ = self._prepared()
         sites = [s for s in self.target.sites() if s.kind == self.site_kind]
         pops = stratify(sites, self.by)

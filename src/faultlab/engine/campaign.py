@@ -159,9 +159,12 @@ class Campaign:
         x = self.target.prepare(self.data.x)
         if len(x) == 0:
             raise DataError(f"{self.data.name}: the dataset is empty; it needs at least one sample")
-        if hasattr(self.target, "trace"):
-            self.target.trace(x[:1])
-        data = EvalSet.build(self.target, x[:1], None)
+        try:
+            if hasattr(self.target, "trace"):
+                self.target.trace(x[:1])
+            data = EvalSet.build(self.target, x[:1], None)
+        except DataError as e:
+            raise DataError(f"{self.data.name}: {e}") from None
         golden1 = data.golden
         y = self.data.y
         if y is not None and np.issubdtype(y.dtype, np.integer) and golden1.shape[1] > 1:
@@ -172,12 +175,13 @@ class Campaign:
         return x, y, data
 
     def validate(self) -> None:
-        """Check data, every fault, and an existing store's campaign before anything is written."""
+        """Check the engine, data, every fault, and an existing store's campaign before anything is written."""
+        self.check_engine()
         x, y, _ = self._prepared()
         self.target.check_faults(self.faults, len(x))
-        from ..store import DB_NAME
+        from ..store import store_file
 
-        if (self.out / DB_NAME).exists():
+        if store_file(self.out).exists():
             with CampaignStore(self.out) as store:
                 stored = store.get_meta("identity")
                 mine = self.identity(x, y)
@@ -187,6 +191,10 @@ class Campaign:
                         raise FaultlabError(
                             f"{self.out}: holds a different campaign ({', '.join(diff)} differ); use another --out directory to start a new one"
                         )
+
+    def check_engine(self) -> None:
+        """Build the engine once (an unknown name or bad option fails here, before the store records it)."""
+        make_engine(self.engine, batch_size=self.batch_size, k=self.k, tolerance=self.tolerance, **self.engine_options)
 
     def worker(self, x: np.ndarray, y: np.ndarray | None) -> CampaignWorker:
         """The worker recipe; in this process it reuses the loaded target (the model stays in memory once)."""
@@ -217,6 +225,7 @@ class Campaign:
 
     def run(self, progress: ProgressFn | None = None) -> CampaignSummary:
         t0 = time.perf_counter()
+        self.check_engine()
         x, y, _ = self._prepared()
         self.target.check_faults(self.faults, len(x))
         settings = {

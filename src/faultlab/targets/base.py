@@ -122,7 +122,10 @@ class Target(ABC):
         """Resolve an InjectTF2 config's layer (by name or index among activation sites) and expand it."""
         acts = [s for s in self.sites() if s.kind == "activation"]
         if config.layer_name is not None:
-            site = self.site(config.layer_name, "activation")
+            try:
+                site = self.site(config.layer_name, "activation")
+            except FaultSpecError as e:
+                raise FaultSpecError(f"{config.source}: inject_layer.layer_name: {e}") from None
         else:
             n = config.layer_number or 0
             if not 0 <= n < len(acts):
