@@ -39,8 +39,10 @@ def test_run_and_analyze_reports(tmp_path):
     with out_csv.open() as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == ["operator", "value", "runs_original", "runs_mutant", "mean_original", "mean_mutant",
-                                 "std_original", "std_mutant", "p_value", "effect_size", "power", "killed"]
+    assert reader.fieldnames == ["operator", "value", "setting", "runs_original", "runs_mutant", "mean_original",
+                                 "mean_mutant", "std_original", "std_mutant", "p_value", "effect_size", "power", "killed",
+                                 "triviality"]
+    assert {r["setting"] for r in rows} == {"--seed 0"} and "triviality" in res.stdout
     ops = {r["operator"] for r in rows}
     assert ops == {"shift", "activation"}
     failed = [r for r in rows if r["value"] == "exponential"][0]  # every run of this mutant crashes
@@ -53,9 +55,12 @@ def test_run_and_analyze_reports(tmp_path):
     with runs_csv.open() as f:
         reader = csv.DictReader(f)
         runs = list(reader)
-    assert reader.fieldnames == ["operator", "value", "run", "seed", "metric"]
+    assert reader.fieldnames == ["operator", "value", "setting", "run", "seed", "status", "metric", "error"]
     assert sum(r["operator"] == "original" for r in runs) == 4
     assert all(r["run"] == r["seed"] for r in runs)  # seed = base seed 0 + run
+    crashed = [r for r in runs if r["value"] == "exponential"]
+    assert {(r["status"], r["error"]) for r in crashed} == {("failed", "FloatingPointError: diverged with exponential activation")}
+    assert "activation=exponential: 4 failed run(s); first error: FloatingPointError: diverged" in res.stdout
     page = html.read_text()
     imgs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     assert len(imgs) == 2 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
@@ -73,6 +78,81 @@ def test_bad_input_one_line_exit_2(tmp_path):
     _one_line_error(_cli("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "use_bias", "--runs", "2",
                          "--metric", "val_f1", "--logs-dir", logs), r"--metric 'val_f1': not in the training history")
     _one_line_error(_cli("analyze", str(tmp_path / "empty")), r"no mutation.sqlite")
+
+
+def test_options_are_checked_before_training(tmp_path):
+    calls = tmp_path / "calls.log"
+    env = {"FAULTLAB_TOY_LOG": str(calls)}
+    base = ("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "shift", "--runs", "2",
+            "--logs-dir", str(tmp_path / "logs"))
+    for extra, pattern in ((("--search", "--precision", "0"), r"--precision 0\.0: must be greater than 0"),
+                           (("--search", "--precision", "-1"), r"--precision -1\.0: must be greater than 0"),
+                           (("--alpha", "2"), r"--alpha 2\.0: must be between 0 and 1"),
+                           (("--direction", "up"), r"--direction 'up'"),
+                           (("--min-effect", "-1"), r"--min-effect -1\.0: must be 0 or more"),
+                           (("--adaptive", "--round-size", "0"), r"--round-size 0: must be at least 1"),
+                           (("--set", "width=abc"), r"--set width=abc: expected an integer"),
+                           (("--set", "use_bias=3"), r"--set use_bias=3: expected true or false")):
+        _one_line_error(_cli(*base, *extra, env=env), pattern)
+    assert not calls.exists()  # nothing trained
+    _one_line_error(_cli(*base, "--metric", "nosuch", env=env), r"--metric 'nosuch': not in the training history")
+    assert len(calls.read_text().splitlines()) == 1  # failed at the first finished run, not after the sweep
+    _one_line_error(_cli(*base, "--metric", "nosuch", env=env), r"--metric 'nosuch'")
+    assert len(calls.read_text().splitlines()) == 1  # runs stored: checked before training
+
+
+@pytest.mark.parametrize("wal", [False, True])
+def test_analyze_leaves_a_foreign_sqlite_file_alone(tmp_path, wal):
+    import sqlite3
+
+    db = tmp_path / "campaign.sqlite"
+    con = sqlite3.connect(db)
+    if wal:
+        con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE results (fault INTEGER, outcome TEXT)")
+    con.execute("INSERT INTO results VALUES (1, 'masked')")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    _one_line_error(_cli("analyze", str(db)), r"campaign\.sqlite: not a faultlab mutation store")
+    assert db.read_bytes() == before
+    with sqlite3.connect(db) as con:
+        assert [n for (n,) in con.execute("SELECT name FROM sqlite_master")] == ["results"]
+    junk = tmp_path / "logs" / "mutation.sqlite"
+    junk.parent.mkdir()
+    junk.write_text("not a database")
+    _one_line_error(_cli("analyze", str(junk.parent)), r"mutation\.sqlite: not a readable SQLite database")
+    assert junk.read_text() == "not a database"
+
+
+def test_rerun_retries_failed_runs(tmp_path):
+    marker = tmp_path / "server_down"
+    marker.touch()
+    env = {"FAULTLAB_TOY_FLAKY": str(marker)}
+    args = ("run", "--models-file", TOY_FILE, "--model", "flaky", "--operator", "shift", "--value", "0.05", "--runs", "3",
+            "--logs-dir", str(tmp_path / "logs"))
+    _one_line_error(_cli(*args, env=env), r"failed in all 3 stored run\(s\) .*transient.*then rerun: failed runs are retried")
+    marker.unlink()
+    res = _cli(*args, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "6 runs stored" in res.stdout and "failed run" not in res.stdout and "3/3 " in res.stdout
+
+
+def test_list_operators_and_mann_whitney_warning(tmp_path):
+    res = _cli("run", "--models-file", TOY_FILE, "--model", "toy_val", "--logs-dir", str(tmp_path), "--list-operators")
+    assert res.returncode == 0, res.stderr
+    assert "remove_validation_set (removes validation_split)" in res.stdout
+    logs = str(tmp_path / "logs")
+    res = _cli("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "shift", "--value", "0.2", "--runs", "3",
+               "--test", "mann-whitney", "--logs-dir", logs)
+    assert res.returncode == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "smallest attainable p-value is 0.1" in warnings[0] and "at least 4 runs" in warnings[0]
+    assert "survived" in res.stdout  # a shift of 20 SD cannot be killed with 3 runs: the warning was right
+    res = _cli("analyze", logs, "--test", "mann-whitney")
+    assert res.returncode == 0 and len([ln for ln in res.stderr.splitlines() if "warning" in ln]) == 1
+    res = _cli("analyze", logs, "--test", "welch")
+    assert "warning" not in res.stderr
 
 
 @pytest.mark.slow

@@ -69,10 +69,82 @@ def test_crashing_mutant_runs_are_failed_but_the_sweep_goes_on(tmp_path, toy_env
         assert by[("activation", "exponential")].comparison.killed is None
         assert by[("activation", "exponential")].failed_mutant == 3
         assert by[("activation", "tanh")].comparison.runs_mutant == 3  # the later mutant still trained
-        # rerunning does not retry or duplicate failed runs
+        # rerunning retries failed runs (never successful ones) and replaces their rows: no duplicates
         n = len(_calls(toy_env))
         run_sweep(sweep, [("activation", "exponential")])
-        assert len(_calls(toy_env)) == n
+        assert len(_calls(toy_env)) == n + 3
+        assert [r.status for r in store.runs(crashed)] == ["failed"] * 3
+        assert len(store.runs(sweep.original_hash)) == 3
+
+
+def test_failed_runs_are_retried_and_replaced(tmp_path, toy_env, monkeypatch):
+    marker = tmp_path / "server_down"
+    marker.touch()
+    monkeypatch.setenv("FAULTLAB_TOY_FLAKY", str(marker))
+    with MutationStore(path=tmp_path / "logs") as store:
+        sweep = MutationSweep(model=ModelRef(name="flaky", models_file=TOY_FILE), store=store, runs=3)
+        with pytest.raises(FaultlabError, match=r"failed in all 3 .*transient.*failed runs are retried"):
+            run_sweep(sweep, [("shift", 0.05)])
+        assert [r.status for r in store.runs(sweep.original_hash)] == ["failed"] * 3
+        marker.unlink()  # the transient problem goes away
+        before = len(_calls(toy_env))
+        run_sweep(sweep, [("shift", 0.05)])
+        assert len(_calls(toy_env)) - before == 6  # 3 retried original runs + 3 mutant runs
+        for h in (sweep.original_hash, sweep.mutant("shift", 0.05)):
+            runs = store.runs(h)
+            assert [(r.run, r.status, r.error) for r in runs] == [(i, "ok", None) for i in range(3)]
+        assert store.count_runs() == 6  # replaced, not duplicated
+        ok = _metrics(store, sweep.original_hash)
+        run_sweep(sweep, [("shift", 0.05)])  # successful runs are never redone
+        assert len(_calls(toy_env)) - before == 6 and _metrics(store, sweep.original_hash) == ok
+
+
+def test_set_values_are_type_checked_before_training(tmp_path, toy_env):
+    with MutationStore(path=tmp_path) as store:
+        for fixed, pattern in (({"width": "abc"}, r"--set width=abc: expected an integer"),
+                               ({"width": 2.5}, r"--set width=2.5: expected an integer"),
+                               ({"use_bias": 3}, r"--set use_bias=3: expected true or false"),
+                               ({"noise": "x"}, r"--set noise=x: expected a number")):
+            with pytest.raises(FaultlabError, match=pattern):
+                MutationSweep(model=TOY, store=store, runs=2, fixed=fixed)
+        MutationSweep(model=TOY, store=store, runs=2, fixed={"width": 2, "noise": 1, "use_bias": False, "activation": "tanh"})
+    assert _calls(toy_env) == []
+
+
+def test_configurations_with_one_value_are_told_apart(tmp_path):
+    """Mutants with the same value under other --set values are separate rows, and killability counts them apart."""
+    from faultlab.mutation.analysis import runs_table
+    from faultlab.mutation.report import result_rows
+
+    with MutationStore(path=tmp_path) as store:
+        for noise in (0.0, 1.0):  # no noise: a tiny shift kills; the usual noise: it survives
+            sweep = MutationSweep(model=TOY, store=store, runs=3, fixed={"noise": noise})
+            run_sweep(sweep, [("shift", 0.001)])
+        result = analyze(store, metric="val_accuracy")
+        assert [(m.value, m.setting, m.comparison.killed) for m in result.mutants] == [
+            (0.001, "noise=0.0, --seed 0", True), (0.001, "noise=1.0, --seed 0", False)]
+        assert result.killability == {"shift": 0.5}
+        assert [r["setting"] for r in result_rows(result)] == ["noise=0.0, --seed 0", "noise=1.0, --seed 0"]
+        originals = [r for r in runs_table(store, result) if r["operator"] == "original"]
+        assert len(originals) == 6 and {r["setting"] for r in originals} == {"noise=0.0, --seed 0", "noise=1.0, --seed 0"}
+
+
+def test_metric_is_checked_at_the_first_run(tmp_path, toy_env):
+    with MutationStore(path=tmp_path) as store:
+        sweep = MutationSweep(model=TOY, store=store, runs=4)
+        with pytest.raises(FaultlabError, match="--metric 'val_f1'"):
+            run_sweep(sweep, [("shift", 0.1)], metric="val_f1")
+        assert len(_calls(toy_env)) == 1  # not the whole sweep
+        with pytest.raises(FaultlabError, match="--metric 'val_f1'"):
+            sweep.check_metric("val_f1")  # runs are stored: checked without training
+        from faultlab.mutation import run_adaptive, search_threshold
+        from faultlab.mutation.statistics import GLMTest
+
+        with pytest.raises(FaultlabError, match="--precision 0"):
+            search_threshold(sweep, "shift", metric="val_accuracy", test=GLMTest(), precision=0)
+        with pytest.raises(FaultlabError, match="--round-size 0"):
+            run_adaptive(sweep, [("shift", 0.1)], metric="val_accuracy", test=GLMTest(), round_size=0)
+        assert len(_calls(toy_env)) == 1
 
 
 def test_bad_inputs_raise_one_line_errors(tmp_path):

@@ -104,3 +104,26 @@ def test_kill_rule_matches_independent_statsmodels_on_stored_runs(tmp_path, toy_
         assert m.comparison.killed is expected
         n_killed += expected
     assert 0 < n_killed < len(configs)  # the fixture has both killed and surviving mutants
+
+
+def test_mann_whitney_smallest_p_matches_scipy():
+    import numpy as np
+
+    from faultlab.mutation.statistics import mann_whitney_min_p
+
+    for n in (2, 3, 4, 5):
+        separated = stats.mannwhitneyu(np.arange(n), np.arange(n) + 100, method="exact").pvalue
+        assert mann_whitney_min_p(n, n) == pytest.approx(separated)
+    assert mann_whitney_min_p(3, 3) == pytest.approx(0.1) and mann_whitney_min_p(4, 4) < 0.05
+
+
+def test_kill_options_are_validated():
+    from faultlab.errors import FaultlabError
+    from faultlab.mutation.statistics import check_kill_options
+
+    check_kill_options(alpha=0.05, min_effect=0.0, direction="lower")
+    for kw, pattern in (({"alpha": 0.0, "min_effect": 0.5}, "--alpha"), ({"alpha": 1.5, "min_effect": 0.5}, "--alpha"),
+                        ({"alpha": 0.05, "min_effect": -0.1}, "--min-effect"),
+                        ({"alpha": 0.05, "min_effect": 0.5, "direction": "up"}, "--direction")):
+        with pytest.raises(FaultlabError, match=pattern):
+            check_kill_options(**kw)

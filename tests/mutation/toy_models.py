@@ -37,8 +37,22 @@ def toy_seeded(rate=0.1, seed=None):
     return {"val_accuracy": 0.5 + rate, "seed_seen": -1 if seed is None else seed}
 
 
+def flaky(shift=0.0):
+    """Like ``toy``, but raises while the file named by ``FAULTLAB_TOY_FLAKY`` exists (a transient failure)."""
+    marker = os.environ.get("FAULTLAB_TOY_FLAKY")
+    if marker and os.path.exists(marker):
+        _log("flaky failed")
+        raise ConnectionError("transient: dataset server unreachable")
+    return toy(shift=shift)
+
+
+def toy_val(shift=0.0, validation_split=0.2):
+    """Takes ``validation_split``, so it gets the ``remove_validation_set`` operator."""
+    return {"val_accuracy": 0.9 - shift - (0.0 if validation_split else 0.05)}
+
+
 def broken(width=3):
     raise ValueError("this training function always fails")
 
 
-MODEL_TYPES = {"toy": toy, "toy_seeded": toy_seeded, "broken": broken}
+MODEL_TYPES = {"toy": toy, "toy_seeded": toy_seeded, "broken": broken, "flaky": flaky, "toy_val": toy_val}

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._common import console, progress_bar
+from ._common import console, err_console, progress_bar
 
 app = typer.Typer(help="Mutation testing of training (DeepCrime-style).", no_args_is_help=True)
 
@@ -42,24 +42,76 @@ def _fmt(v: float, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def _print_analysis(analysis: Any) -> None:
+def _print_analysis(analysis: Any, store: Any) -> None:
     from rich.table import Table
 
+    from ..mutation.analysis import first_error, several_settings
+
+    many = several_settings(analysis)  # mutants of several --set/--seed configurations: say which is which
     t = Table(title=f"{analysis.model}: {analysis.metric} ({analysis.direction} is better), test {analysis.test}")
-    for col in ("operator", "value", "runs o/m", "mean orig", "mean mut", "p_value", "d", "power", "runs@80%", "killed"):
+    cols = ("operator", "value", *(("setting",) if many else ()), "runs o/m", "mean orig", "mean mut", "p_value", "d",
+            "power", "runs@80%", "triviality", "killed")
+    for col in cols:
         t.add_column(col)
     for m in analysis.mutants:
         c = m.comparison
         failed = f" ({m.failed_mutant} failed)" if m.failed_mutant else ""
         killed = "-" if c.killed is None else ("[bold red]killed[/]" if c.killed else "survived")
-        t.add_row(m.operator, str(m.value), f"{c.runs_original}/{c.runs_mutant}{failed}", _fmt(c.mean_original),
-                  _fmt(c.mean_mutant), f"{c.p_value:.3g}" if not math.isnan(c.p_value) else "-", _fmt(c.effect_size, 3),
-                  _fmt(c.power, 3), _fmt(c.runs_for_80_power), killed)
+        triv = _fmt(m.triviality, 3) + (" trivial" if m.trivial else "")
+        t.add_row(m.operator, str(m.value), *((m.setting,) if many else ()), f"{c.runs_original}/{c.runs_mutant}{failed}",
+                  _fmt(c.mean_original), _fmt(c.mean_mutant), f"{c.p_value:.3g}" if not math.isnan(c.p_value) else "-",
+                  _fmt(c.effect_size, 3), _fmt(c.power, 3), _fmt(c.runs_for_80_power), triv, killed)
     console.print(t)
     ks = ", ".join(f"{op} {k:.2f}" for op, k in analysis.killability.items())
     console.print(f"killability: {ks}")
     if not math.isnan(analysis.mutation_score):
         console.print(f"mutation score of {analysis.metric} against {analysis.train_metric}: {analysis.mutation_score:.3f}")
+    seen: set[str] = set()
+    for m in analysis.mutants:  # the stored error of failed runs, so it can be seen without opening the store
+        where = f" ({m.setting})" if many else ""
+        if m.failed_original and m.mutant.original_hash not in seen:
+            seen.add(m.mutant.original_hash)
+            console.print(f"original{where}: {m.failed_original} failed run(s); first error: "
+                          f"{first_error(store, m.mutant.original_hash)}", highlight=False, soft_wrap=True)
+        if m.failed_mutant:
+            console.print(f"{m.operator}={m.value}{where}: {m.failed_mutant} failed run(s); first error: {m.error}",
+                          highlight=False, soft_wrap=True)
+
+
+def _warn_mann_whitney(test: str, alpha: float, sizes: list[tuple[int, int]]) -> None:
+    """One warning when the exact Mann-Whitney test cannot reach p < alpha with these run counts."""
+    from ..mutation.statistics import mann_whitney_min_p
+
+    if test != "mann-whitney":
+        return
+    stuck = [(a, b) for a, b in sizes if a >= 2 and b >= 2 and mann_whitney_min_p(a, b) >= alpha]
+    if not stuck:
+        return
+    a, b = stuck[0]
+    need = next(n for n in range(2, 1000) if mann_whitney_min_p(n, n) < alpha)
+    err_console.print(
+        f"[yellow]warning:[/] with --test mann-whitney and {a}/{b} runs the smallest attainable p-value is "
+        f"{mann_whitney_min_p(a, b):.3g} >= --alpha {alpha:g}, so no mutant can be killed; use at least {need} runs "
+        "per configuration or --test welch", highlight=False, soft_wrap=True)
+
+
+def _check_options(*, alpha: float, min_effect: float, direction: str | None, round_size: int,
+                   precision: float | None) -> None:
+    """Options that only matter after training, checked before anything trains."""
+    from ..errors import FaultlabError
+    from ..mutation.statistics import check_kill_options
+
+    check_kill_options(alpha=alpha, min_effect=min_effect, direction=direction)
+    if round_size < 1:
+        raise FaultlabError(f"--round-size {round_size}: must be at least 1 (runs added per round), e.g. --round-size 5")
+    if precision is not None and not precision > 0:
+        raise FaultlabError(f"--precision {precision}: must be greater than 0; omit it for range/64 (1 for integers)")
+
+
+def _describe_default(op: Any) -> str:
+    if op.kind == "remove_validation_set":
+        return f"removes {', '.join(op.default)}"
+    return f"default {op.default!r}"
 
 
 @app.command("run")
@@ -108,10 +160,12 @@ def run(
         cat = operators_for(fn, load_domain_overrides(domains), has_training_data=data is not None,
                             defaults=_parse_set(set_))
         for op in cat:
-            console.print(f"{op.name} (default {op.default!r}): {op.domain.describe()}; sweep {list(op.domain.sweep)}")
+            console.print(f"{op.name} ({_describe_default(op)}): {op.domain.describe()}; sweep {list(op.domain.sweep)}")
         return
     if not operator and not all_operators:
         raise FaultlabError("no operator chosen: pass --operator NAME (repeatable) or --all-operators")
+    _check_options(alpha=alpha, min_effect=min_effect, direction=direction, round_size=round_size, precision=precision)
+    _warn_mann_whitney(kt.name, alpha, [(runs, runs)])
     store = MutationStore(path=logs_dir)
     with _executor(executor, workers, address, gpus_per_worker) as ex:
         sweep = MutationSweep(model=ref, store=store, executor=ex, runs=runs, base_seed=seed, fixed=_parse_set(set_),
@@ -119,6 +173,7 @@ def run(
         ops = list(sweep.catalogue.operators) if all_operators else list(dict.fromkeys(operator))
         values = [parse_value(v) for v in value] or None
         configs = [] if search else sweep_configs(sweep, ops, values)  # validate before training anything
+        sweep.check_metric(metric)  # against runs already stored; else after the first original run
         with progress_bar(transient=True) as bar:
             task = bar.add_task(f"training {ref.label}", total=None)
 
@@ -147,10 +202,10 @@ def run(
                                   f"for the fixed design; saved {summ.saved}")
                     store.close()
                     return
-                run_sweep(sweep, configs, progress)
+                run_sweep(sweep, configs, progress, metric=metric)
         console.print(f"{store.count_runs()} runs stored in {store.path}")
         _print_analysis(analyze(store, model=ref.label, metric=metric, direction=direction, test=kt, alpha=alpha,
-                                min_effect=min_effect))
+                                min_effect=min_effect), store)
     store.close()
 
 
@@ -165,7 +220,7 @@ def analyze_cmd(
     min_effect: float = typer.Option(0.5, "--min-effect", help="Smallest |Cohen's d| that kills."),
     train_metric: Optional[str] = typer.Option(None, "--train-metric", help="Training-set metric for the mutation score (default: METRIC without val_)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write the results table as CSV."),
-    runs_csv: Optional[Path] = typer.Option(None, "--runs-csv", help="Write every run (operator,value,run,seed,metric)."),
+    runs_csv: Optional[Path] = typer.Option(None, "--runs-csv", help="Write every run (operator,value,setting,run,seed,status,metric,error)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with box plots."),
 ) -> None:
     """Decide which stored mutants are killed and write CSV/HTML reports; never retrains.
@@ -179,7 +234,8 @@ def analyze_cmd(
     try:
         result = analyze(store, model=model, metric=metric, direction=direction, test=test, alpha=alpha,
                          min_effect=min_effect, train_metric=train_metric)
-        _print_analysis(result)
+        _print_analysis(result, store)
+        _warn_mann_whitney(result.test, alpha, [(m.comparison.runs_original, m.comparison.runs_mutant) for m in result.mutants])
         for path, writer in ((csv, write_csv), (runs_csv, lambda a, p: write_runs_csv(store, a, p)),
                              (html, lambda a, p: write_html(store, a, p))):
             if path is not None:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import FaultlabError
 from .runner import metric_values, resolve_metric
 from .search import TRIVIAL_AT, killability_score, mutation_score, triviality_score, unpack_outcomes
-from .statistics import Comparison, KillTest, compare, kill_test, metric_direction
+from .statistics import Comparison, KillTest, check_kill_options, compare, kill_test, metric_direction
 from .store import MutantRecord, MutationStore
 
 
@@ -27,6 +27,7 @@ class MutantAnalysis:
     failed_original: int
     failed_mutant: int
     triviality: float  # NaN without per-input outcomes
+    error: str | None = None  # first line of the first failed mutant run's error
 
     @property
     def operator(self) -> str:
@@ -35,6 +36,11 @@ class MutantAnalysis:
     @property
     def value(self) -> Any:
         return self.mutant.value
+
+    @property
+    def setting(self) -> str:
+        """The rest of the configuration (``--set`` values, ``--seed``), which tells apart mutants with one value."""
+        return self.mutant.setting
 
     @property
     def trivial(self) -> bool | None:
@@ -83,8 +89,7 @@ def analyze(store: MutationStore, *, model: str | None = None, metric: str | Non
         model = models[0]
     elif model not in models:
         raise FaultlabError(f"--model {model!r}: no mutants of it in {store.path}; stored: {', '.join(models)}")
-    if not 0 < alpha < 1:
-        raise FaultlabError(f"--alpha {alpha}: must be between 0 and 1")
+    check_kill_options(alpha=alpha, min_effect=min_effect, direction=direction)
     mutants = store.mutants(model)
     originals = sorted({m.original_hash for m in mutants})
     metric = resolve_metric(store, originals, metric)
@@ -96,10 +101,11 @@ def analyze(store: MutationStore, *, model: str | None = None, metric: str | Non
         cmp = compare(metric_values(store, m.original_hash, metric), metric_values(store, m.config_hash, metric),
                       test=kt, direction=dirn, alpha=alpha, min_effect=min_effect)
         rows.append(MutantAnalysis(m, cmp, sum(r.status == "failed" for r in o_runs),
-                                   sum(r.status == "failed" for r in m_runs), _paired_triviality(store, m)))
-    by_op: dict[str, dict[Any, bool | None]] = {}
+                                   sum(r.status == "failed" for r in m_runs), _paired_triviality(store, m),
+                                   first_error(store, m.config_hash)))
+    by_op: dict[str, dict[Any, bool | None]] = {}  # keyed by the mutant's configuration, so --set / --seed variants count apart
     for r in rows:
-        by_op.setdefault(r.operator, {})[repr(r.value)] = r.comparison.killed
+        by_op.setdefault(r.operator, {})[r.mutant.config_hash] = r.comparison.killed
     kill = {op: killability_score(v) for op, v in by_op.items()}
     train = train_metric if train_metric is not None else _train_counterpart(metric)
     score = float("nan")
@@ -116,29 +122,50 @@ def analyze(store: MutationStore, *, model: str | None = None, metric: str | Non
             for m in mutants:
                 c = compare(metric_values(store, m.original_hash, train), metric_values(store, m.config_hash, train),
                             test=kt, direction=tdir, alpha=alpha, min_effect=min_effect)
-                train_kills.setdefault(m.operator, {})[repr(m.value)] = c.killed
+                train_kills.setdefault(m.operator, {})[m.config_hash] = c.killed
             score = mutation_score(by_op, train_kills)
     return Analysis(model, metric, dirn, kt.name, rows, kill, score, train)
 
 
 def runs_table(store: MutationStore, analysis: Analysis) -> list[dict[str, Any]]:
-    """Rows ``operator,value,run,seed,metric`` for every stored run (original rows once, operator ``original``)."""
+    """Rows ``operator,value,setting,run,seed,status,metric,error`` for every stored run (each original once,
+    operator ``original``); ``error`` is the first line of a failed run's stored error."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
 
-    def add(h: str, operator: str, value: Any) -> None:
+    def add(h: str, operator: str, value: Any, setting: str) -> None:
         for r in store.runs(h):
             v = r.metrics.get(analysis.metric, float("nan")) if r.status == "ok" else float("nan")
-            out.append({"operator": operator, "value": value, "run": r.run, "seed": r.seed,
-                        "metric": "" if math.isnan(v) else repr(float(v))})
+            out.append({"operator": operator, "value": value, "setting": setting, "run": r.run, "seed": r.seed,
+                        "status": r.status, "metric": "" if math.isnan(v) else repr(float(v)),
+                        "error": first_line(r.error) if r.status == "failed" else ""})
 
     for m in analysis.mutants:
         if m.mutant.original_hash not in seen:
             seen.add(m.mutant.original_hash)
-            add(m.mutant.original_hash, "original", "")
+            add(m.mutant.original_hash, "original", "", m.setting)
     for m in analysis.mutants:
-        add(m.mutant.config_hash, m.operator, format_value(m.value))
+        add(m.mutant.config_hash, m.operator, format_value(m.value), m.setting)
     return out
+
+
+def first_line(error: str | None) -> str:
+    """The first non-empty line of a stored error (``Type: message``)."""
+    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
+    return lines[0] if lines else "error"
+
+
+def first_error(store: MutationStore, h: str) -> str | None:
+    """First line of the first failed run's error of configuration ``h``, or None."""
+    for r in store.runs(h):
+        if r.status == "failed":
+            return first_line(r.error)
+    return None
+
+
+def several_settings(analysis: Analysis) -> bool:
+    """Whether the mutants come from more than one configuration (so reports must show the setting)."""
+    return len({m.mutant.original_hash for m in analysis.mutants}) > 1
 
 
 def format_value(v: Any) -> str:
@@ -148,10 +175,16 @@ def format_value(v: Any) -> str:
 def metric_samples(store: MutationStore, analysis: Analysis) -> dict[str, dict[str, np.ndarray]]:
     """Per operator: ``{"original": values, "<value>": values, ...}`` for box plots."""
     out: dict[str, dict[str, np.ndarray]] = {}
+    many = several_settings(analysis)
     for m in analysis.mutants:
-        d = out.setdefault(m.operator, {"original": np.asarray(metric_values(store, m.mutant.original_hash, analysis.metric))})
-        d[format_value(m.value)] = np.asarray(metric_values(store, m.mutant.config_hash, analysis.metric))
+        d = out.setdefault(m.operator, {})
+        orig = f"original ({m.setting})" if many else "original"
+        if orig not in d:
+            d[orig] = np.asarray(metric_values(store, m.mutant.original_hash, analysis.metric))
+        label = f"{format_value(m.value)} ({m.setting})" if many else format_value(m.value)
+        d[label] = np.asarray(metric_values(store, m.mutant.config_hash, analysis.metric))
     return out
 
 
-__all__ = ["Analysis", "MutantAnalysis", "analyze", "runs_table", "metric_samples", "format_value"]
+__all__ = ["Analysis", "MutantAnalysis", "analyze", "runs_table", "metric_samples", "format_value", "first_line",
+           "first_error", "several_settings"]

@@ -12,9 +12,9 @@ from typing import Any
 from .analysis import Analysis, format_value, metric_samples, runs_table
 from .store import MutationStore
 
-CSV_COLUMNS = ("operator", "value", "runs_original", "runs_mutant", "mean_original", "mean_mutant", "std_original",
-               "std_mutant", "p_value", "effect_size", "power", "killed")
-RUNS_COLUMNS = ("operator", "value", "run", "seed", "metric")
+CSV_COLUMNS = ("operator", "value", "setting", "runs_original", "runs_mutant", "mean_original", "mean_mutant",
+               "std_original", "std_mutant", "p_value", "effect_size", "power", "killed", "triviality")
+RUNS_COLUMNS = ("operator", "value", "setting", "run", "seed", "status", "metric", "error")
 
 
 def _num(v: float) -> str:
@@ -28,11 +28,11 @@ def result_rows(analysis: Analysis) -> list[dict[str, Any]]:
     for m in analysis.mutants:
         c = m.comparison
         rows.append({
-            "operator": m.operator, "value": format_value(m.value), "runs_original": c.runs_original,
+            "operator": m.operator, "value": format_value(m.value), "setting": m.setting, "runs_original": c.runs_original,
             "runs_mutant": c.runs_mutant, "mean_original": _num(c.mean_original), "mean_mutant": _num(c.mean_mutant),
             "std_original": _num(c.std_original), "std_mutant": _num(c.std_mutant), "p_value": _num(c.p_value),
             "effect_size": _num(c.effect_size), "power": _num(c.power),
-            "killed": "" if c.killed is None else str(c.killed),
+            "killed": "" if c.killed is None else str(c.killed), "triviality": _num(m.triviality),
         })
     return rows
 
@@ -94,13 +94,13 @@ def write_html(store: MutationStore, analysis: Analysis, path: str | Path) -> Pa
         f"<h1>Mutation report: {esc(analysis.model)}</h1>",
         f"<p>metric <b>{esc(analysis.metric)}</b> ({esc(analysis.direction)} is better), test {esc(analysis.test)}; "
         f"mutation score vs training metric {esc(str(analysis.train_metric))}: {esc(_num(analysis.mutation_score) or 'n/a')}</p>",
-        "<table><tr>" + "".join(f"<th>{c}</th>" for c in CSV_COLUMNS) + "<th>triviality</th></tr>",
+        "<table><tr>" + "".join(f"<th>{c}</th>" for c in CSV_COLUMNS) + "</tr>",
     ]
     for r, m in zip(rows, analysis.mutants):
         cls = " class='k'" if r["killed"] == "True" else ""
-        triv = "" if math.isnan(m.triviality) else f"{m.triviality:.3f}"
-        parts.append("<tr>" + "".join(f"<td{cls if c == 'killed' else ''}>{esc(str(r[c]))}</td>" for c in CSV_COLUMNS)
-                     + f"<td>{triv}</td></tr>")
+        cells = {**r, "triviality": "" if math.isnan(m.triviality) else f"{m.triviality:.3f}"}
+        parts.append("<tr>" + "".join(f"<td{cls if c == 'killed' else ''}>{esc(str(cells[c]))}</td>" for c in CSV_COLUMNS)
+                     + "</tr>")
     parts.append("</table><h2>Killability per operator</h2><table><tr><th>operator</th><th>killability</th></tr>")
     for op, k in analysis.killability.items():
         parts.append(f"<tr><td>{esc(op)}</td><td>{k:.3f}</td></tr>")

@@ -150,9 +150,11 @@ class MutationSweep:
             raise FaultlabError(f"--runs {self.runs}: need at least 2 runs per configuration for a statistical test")
         self.fn = self.model.load()
         params = inspect.signature(self.fn).parameters
-        for key in self.fixed:
+        for key, value in self.fixed.items():
             if key not in params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
                 raise FaultSpecError(f"--set {key}=...: {self.model.label} has no keyword argument {key!r}; known: {', '.join(params)}")
+            if key in params:
+                check_set_type(key, value, params[key].default)
         self.source = source_hash(self.fn)
         data = training_data(self.fn)
         classification = data is not None and np.issubdtype(np.asarray(data[1]).dtype, np.integer)
@@ -249,6 +251,30 @@ class MutationSweep:
         """``metric`` checked against the original's stored runs, or the default one."""
         return resolve_metric(self.store, [self.original_hash], metric)
 
+    def check_metric(self, metric: str | None) -> None:
+        """Check ``metric`` against the original's successful stored runs, if there are any (else nothing to check yet)."""
+        if metric is not None and any(r.status == "ok" for r in self.store.runs(self.original_hash)):
+            self.resolve_metric(metric)
+
+
+def check_set_type(name: str, value: Any, default: Any) -> None:
+    """One-line error when a ``--set`` value does not have the type of the signature default (bool, int, float).
+
+    Checked before training, so ``--set epochs=abc`` does not train runs that all fail; a default of
+    None, a string or anything else accepts any value.
+    """
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise FaultSpecError(f"--set {name}={value}: expected {expected} like the default {name}={default!r}; "
+                             f"e.g. --set {name}={str(default).lower() if isinstance(default, bool) else default}")
+
 
 def metric_values(store: MutationStore, h: str, metric: str) -> list[float]:
     """The metric of every successful run of configuration ``h`` (NaN for a diverged run)."""
@@ -269,7 +295,7 @@ def resolve_metric(store: MutationStore, hashes: Iterable[str], metric: str | No
         if errors:
             raise FaultlabError(
                 f"the original configuration failed in all {len(errors)} stored run(s) (first error: {errors[0]}); "
-                "fix the training function so that it trains with its default arguments, then rerun"
+                "fix the training function (or the --set values) so that it trains, then rerun: failed runs are retried"
             )
         raise FaultlabError("no successful original runs are stored, so no metric can be chosen; check that the original configuration trains")
     if metric is None:
@@ -280,4 +306,4 @@ def resolve_metric(store: MutationStore, hashes: Iterable[str], metric: str | No
 
 
 __all__ = ["RunTask", "TrainingWorker", "TrainingWorkerFactory", "MutationSweep", "MutantOutcome",
-           "metric_values", "resolve_metric", "training_data"]
+           "metric_values", "resolve_metric", "training_data", "check_set_type"]

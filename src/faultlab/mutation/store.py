@@ -3,24 +3,27 @@
 The original configuration of a function has one key whatever operator is being tested,
 so its runs are reused across operators and sweeps. Every run is written in its own
 transaction as it finishes (WAL mode); ``(config, run)`` is the primary key, so a sweep
-killed with ``kill -9`` resumes without losing or counting a run twice.
+killed with ``kill -9`` resumes without losing or counting a run twice. A failed run is retried
+by the next sweep and its row replaced; a successful run is never redone.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .._sqlite import connect
+from .._sqlite import DB_SUFFIXES, connect
 from ..errors import FaultlabError
 
 SCHEMA_VERSION = 1
 DB_NAME = "mutation.sqlite"
 
+_TABLES = ("meta", "configs", "mutants", "runs")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
@@ -74,6 +77,13 @@ class MutantRecord:
     operator: str
     value: Any
     created: float
+    fixed: dict[str, Any] = field(default_factory=dict)  # the original's --set values
+    base_seed: int = 0
+
+    @property
+    def setting(self) -> str:
+        """The configuration besides the mutation, as typed on the command line: ``epochs=1, --seed 0``."""
+        return ", ".join([f"{k}={v}" for k, v in sorted(self.fixed.items())] + [f"--seed {self.base_seed}"])
 
 
 class MutationStore:
@@ -81,11 +91,14 @@ class MutationStore:
 
     def __init__(self, *, path: str | Path) -> None:
         p = Path(path)
-        if p.is_dir() or p.suffix == "":
-            p.mkdir(parents=True, exist_ok=True)
+        if not (p.is_file() or p.suffix in DB_SUFFIXES):  # a logs directory (``logs/lr_0.5`` too)
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise FaultlabError(f"--logs-dir {path}: a file stands where the directory should be; give another --logs-dir") from None
             p = p / DB_NAME
         self.path = p
-        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="use a new --logs-dir")
+        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="use a new --logs-dir", tables=("configs", "mutants", "runs"))
 
     @classmethod
     def open_existing(cls, logs_dir: str | Path) -> "MutationStore":
@@ -94,6 +107,7 @@ class MutationStore:
         db = p / DB_NAME if p.is_dir() else p
         if not db.exists():
             raise FaultlabError(f"{logs_dir}: no {DB_NAME} here; run 'faultlab mutate run ... --logs-dir {logs_dir}' first")
+        _check_is_store(db)
         return cls(path=db)
 
     def close(self) -> None:
@@ -122,7 +136,11 @@ class MutationStore:
         )
 
     def add_runs(self, records: Iterable[RunRecord], seconds: dict[tuple[str, int], float] | None = None) -> int:
-        """Store finished runs in one transaction; a run already stored is kept (never counted twice)."""
+        """Store finished runs in one transaction; returns how many rows were written.
+
+        A successful run already stored is kept (never counted twice); a failed one is replaced by its
+        retry, so every (configuration, run) has one row.
+        """
         rows = [
             (r.config_hash, r.run, r.seed, r.status,
              json.dumps({k: (v if math.isfinite(v) else None) for k, v in r.metrics.items()}), r.outcomes, r.error,
@@ -131,12 +149,17 @@ class MutationStore:
         ]
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            cur = self._conn.executemany("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            cur = self._conn.executemany(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(config_hash, run) DO UPDATE SET "
+                "seed=excluded.seed, status=excluded.status, metrics_json=excluded.metrics_json, "
+                "outcomes=excluded.outcomes, error=excluded.error, seconds=excluded.seconds, finished=excluded.finished "
+                "WHERE runs.status='failed'", rows)
         return cur.rowcount
 
     # ---------------------------------------------------------------- reading
     def done_runs(self, config_hash: str) -> set[int]:
-        return {r for (r,) in self._conn.execute("SELECT run FROM runs WHERE config_hash=?", (config_hash,))}
+        """Runs of ``config_hash`` that succeeded; failed ones are not done, so a rerun retries them."""
+        return {r for (r,) in self._conn.execute("SELECT run FROM runs WHERE config_hash=? AND status='ok'", (config_hash,))}
 
     def runs(self, config_hash: str) -> list[RunRecord]:
         out = []
@@ -151,24 +174,44 @@ class MutationStore:
     def mutants(self, model: str | None = None) -> list[MutantRecord]:
         """Mutants of the latest source version of each model (of ``model`` only, when given)."""
         rows = self._conn.execute(
-            "SELECT config_hash, original_hash, model, source_hash, operator, value_json, created FROM mutants ORDER BY created"
+            "SELECT m.config_hash, m.original_hash, m.model, m.source_hash, m.operator, m.value_json, m.created, "
+            "c.fixed_json, c.base_seed FROM mutants m LEFT JOIN configs c ON c.config_hash = m.original_hash "
+            "ORDER BY m.created"
         ).fetchall()
         latest: dict[str, tuple[float, str]] = {}
         for r in rows:
             if r[6] >= latest.get(r[2], (-1.0, ""))[0]:
                 latest[r[2]] = (r[6], r[3])
-        out = [MutantRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows
-               if latest[r[2]][1] == r[3] and (model is None or r[2] == model)]
+        out = [MutantRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], json.loads(r[7] or "{}"), r[8] or 0)
+               for r in rows if latest[r[2]][1] == r[3] and (model is None or r[2] == model)]
         order: dict[tuple[str, str], int] = {}
         for m in out:
             order.setdefault((m.model, m.operator), len(order))
-        return sorted(out, key=lambda m: (order[(m.model, m.operator)], _sort_key(m.value)))
+        return sorted(out, key=lambda m: (order[(m.model, m.operator)], _sort_key(m.value), m.setting))
 
     def models(self) -> list[str]:
         return [m for (m,) in self._conn.execute("SELECT DISTINCT model FROM mutants ORDER BY model")]
 
     def count_runs(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+def _check_is_store(db: Path) -> None:
+    """One-line error unless ``db`` is a mutation store; reads it read-only, so a foreign file is never changed."""
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise FaultlabError(f"{db}: not a readable SQLite database ({e}); pass the --logs-dir of 'faultlab mutate run'") from None
+    missing = [t for t in _TABLES if t not in tables]
+    if missing:
+        raise FaultlabError(
+            f"{db}: not a faultlab mutation store (missing table(s): {', '.join(missing)}); "
+            "pass the --logs-dir of 'faultlab mutate run' or its mutation.sqlite"
+        )
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

@@ -24,9 +24,17 @@ def sweep_configs(sweep: MutationSweep, operators: Sequence[str], values: Sequen
     return [(op, v) for op in operators for v in sweep.values_for(op, values)]
 
 
-def run_sweep(sweep: MutationSweep, configs: Sequence[tuple[str, Any]], progress: Progress | None = None) -> int:
-    """Train the original and every mutant ``sweep.runs`` times (skipping stored runs); returns runs trained."""
+def run_sweep(sweep: MutationSweep, configs: Sequence[tuple[str, Any]], progress: Progress | None = None, *,
+              metric: str | None = None) -> int:
+    """Train the original and every mutant ``sweep.runs`` times (skipping successful stored runs); returns runs stored.
+
+    With ``metric``, it is checked against the first successful original run, before the rest of the sweep trains.
+    """
+    if metric is not None and not any(r.status == "ok" for r in sweep.store.runs(sweep.original_hash)):
+        sweep.execute(sweep.pending([(None, None)], 1), progress)
+    sweep.check_metric(metric)
     sweep.train_original(progress=progress)
+    sweep.check_metric(metric)
     tasks = sweep.pending(list(configs), sweep.runs)
     return sweep.execute(tasks, progress)
 
@@ -49,6 +57,8 @@ def search_threshold(sweep: MutationSweep, operator: str, *, metric: str | None,
     extreme = dom.search_to if dom.search_to is not None else dom.high
     if precision is None:
         precision = 1.0 if dom.integer else max(abs(extreme - default) / 64, 1e-12)
+    elif not precision > 0:
+        raise FaultSpecError(f"--precision {precision}: must be greater than 0; e.g. --precision {abs(extreme - default) / 64:g}")
     sweep.train_original(progress=progress)
     metric = sweep.resolve_metric(metric)
     dirn = metric_direction(metric, direction)
@@ -71,6 +81,8 @@ def run_adaptive(sweep: MutationSweep, configs: Sequence[tuple[str, Any]], *, me
     Errors are spent with O'Brien-Fleming-type boundaries, so false kills stay below ``alpha``
     and early "survived" stops of mutants with a harmful effect >= ``min_effect`` below ``beta``.
     """
+    if round_size < 1:
+        raise FaultSpecError(f"--round-size {round_size}: must be at least 1")
     looks = look_schedule(sweep.runs, round_size)
     fractions = [n / sweep.runs for n in looks]
     a_spend, b_spend = obrien_fleming_spending(fractions, alpha), obrien_fleming_spending(fractions, beta)
@@ -82,10 +94,10 @@ def run_adaptive(sweep: MutationSweep, configs: Sequence[tuple[str, Any]], *, me
     total_max = sweep.runs * (len(undecided) + 1)
     for k, n in enumerate(looks):
         sweep.train_original(n)
-        sweep.execute(sweep.pending([(None, None), *undecided], n), None)
-        if resolved is None:
+        if resolved is None:  # checked on the original's runs, before any mutant trains
             resolved = sweep.resolve_metric(metric)
             dirn = metric_direction(resolved, direction)
+        sweep.execute(sweep.pending(undecided, n), None)
         orig = _values_upto(sweep, sweep.original_hash, resolved, n)
         still: list[tuple[str, Any]] = []
         for c in undecided:
