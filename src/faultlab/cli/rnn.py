@@ -28,21 +28,86 @@ TestDataOpt = Annotated[Optional[str], typer.Option("--test-data", help="Test .n
 PcaOpt = Annotated[Optional[int], typer.Option("--pca", help="PCA dimensions (default 10, or the stored abstraction's).")]
 ComponentsOpt = Annotated[int, typer.Option("--components", "-c", help="GMM components m (abstract states 1..m).")]
 BuildOpt = Annotated[Optional[Path], typer.Option("--build", help="Directory written by `rnn build`: reuse its abstraction for --components.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for PCA/GMM and the SimNN.")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N training and test inputs.")]
-TrustOpt = Annotated[bool, typer.Option("--trust", help="Allow a .keras model to run code (Lambda layers); only for files you trust.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for PCA/GMM (when no stored abstraction is reused).")]
+SimSeedOpt = Annotated[int, typer.Option("--seed", help="Seed for PCA/GMM (when no stored abstraction is reused) and the SimNN.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N (>= 1) training and test inputs.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust", "--trust-pickle",
+    help="Run code from the model file: Keras Lambda layers, or a whole pickled torch module (torch.save(model)); only for files you trust.")]
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
 
 
-def _analysis(model: Path, data: str, test_data: str | None, *, pca: int | None, components: int,
-              seed: int, build: Path | None, limit: int | None, trust: bool) -> "Analysis":
-    from ..rnn.analysis import build_analysis, load_split_data
-    from ..rnn.subjects import load_model
+def _check_out(out: Path | None, option: str = "--out", *, file: bool = False) -> None:
+    """Refuse an output path that is a file or lies below one, before any work or writing.
+
+    With ``file``, ``out`` names a file to write (it may exist); only its folders are checked.
+    """
+    if out is None:
+        return
+    for q in (Path(out).parents if file else (Path(out), *Path(out).parents)):
+        if q.exists():
+            if not q.is_dir():
+                where = "is a file" if q == Path(out) else f"lies below the file {q}"
+                raise FaultlabError(f"{option} {out}: {where}, not a directory; choose another {option}")
+            return
+
+
+def _make_dir(out: Path, option: str = "--out") -> Path:
+    """Create the output directory ``out`` (after every check passed); one-line error when it cannot be."""
+    _check_out(out, option)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FaultlabError(f"{option} {out}: cannot create the directory ({e.strerror}); choose another {option}") from e
+    return Path(out)
+
+
+def _prepare(model: Path, data: str, test_data: str | None, *, pca: int | None, components: int,
+             build: Path | None, limit: int | None, trust: bool) -> tuple[Any, Any, Any]:
+    """Load and check the model, the data and the abstraction options; nothing slow, nothing written.
+
+    Everything that can be wrong with the input fails here, before a progress bar starts.
+    """
+    from ..rnn.abstraction import Abstraction
+    from ..rnn.analysis import abstraction_file, check_build_dir, check_fits, check_limit, load_split_data
+    from ..rnn.subjects import load_model, model_file
 
     if components < 1:
         raise FaultlabError(f"--components {components}: must be >= 1")
-    net = load_model(model, trust=trust)
+    if pca is not None and pca < 1:
+        raise FaultlabError(f"--pca {pca}: must be >= 1")
+    check_limit(limit)
+    path = model_file(model)
+    if build is not None:
+        check_build_dir(build, model_path=path)
+    net = load_model(path, trust=trust)
     train, test = load_split_data(data, test_data, limit=limit)
+    hidden, _ = check_fits(net, train, source=f"--data {data}")
+    check_fits(net, test, source=f"--test-data {test_data}" if test_data else f"--data {data}")
+    stored = abstraction_file(build, components) if build is not None else None
+    if stored is not None and stored.exists():
+        a = Abstraction.load(stored)
+        if a.hidden_size != hidden:
+            raise FaultlabError(f"--build {build}: {stored.name} abstracts hidden states of size {a.hidden_size}, "
+                                f"the model {path} has {hidden}; pass the model it was built from")
+        return net, train, test
+    n_steps = train.x.shape[0] * train.x.shape[1]
+    k = pca if pca is not None else min(10, hidden)
+    if k > hidden:
+        raise FaultlabError(f"--pca {k}: must be at most the model's hidden size {hidden}")
+    if components > n_steps:
+        raise FaultlabError(f"--components {components}: more than the {n_steps} training steps (inputs x steps); "
+                            "lower --components or raise --limit")
+    return net, train, test
+
+
+def _analysis(model: Path, data: str, test_data: str | None, *, pca: int | None, components: int,
+              seed: int, build: Path | None, limit: int | None, trust: bool,
+              prepared: tuple[Any, Any, Any] | None = None) -> "Analysis":
+    from ..rnn.analysis import build_analysis
+
+    net, train, test = prepared or _prepare(model, data, test_data, pca=pca, components=components, build=build,
+                                            limit=limit, trust=trust)
     with progress_bar(transient=True) as bar:
         task = bar.add_task("profile + abstract", total=3)
         return build_analysis(model=net, train=train, test=test, pca_dims=pca, components=components, seed=seed,
@@ -67,7 +132,7 @@ def _fmt(v: Any) -> str:
 
 
 def _write_csv(df: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     df.to_csv(tmp, index=False)
     tmp.replace(path)
@@ -84,18 +149,24 @@ def train(
     test_data: TestDataOpt = None,
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden units.")] = 32,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 15,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 5e-3,
-    seed: SeedOpt = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Minibatch size.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (> 0).")] = 5e-3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the initial weights and the batch order.")] = 0,
 ) -> None:
     """Train an LSTM/GRU subject on sequences (digits 8x8, MNIST rows 28x28) on the CPU.
 
     Example: faultlab rnn train --arch gru --framework torch --data digits-seq -o models/gru-digits
     """
-    from ..rnn.analysis import load_split_data
-    from ..rnn.subjects import accuracy, save_model, train_subject
+    from ..rnn.analysis import check_same_shape, load_split_data
+    from ..rnn.subjects import accuracy, check_labels, check_train_options, save_model, train_subject, training_classes
 
+    check_train_options(arch=arch, framework=framework, hidden_size=hidden, epochs=epochs, batch_size=batch_size, learning_rate=lr)
+    _check_out(out, file=True)
     train_ds, test_ds = load_split_data(data, test_data)
+    test_source = f"--test-data {test_data}" if test_data else f"--data {data}"
+    check_same_shape(train_ds, test_ds, source=test_source)
+    k = training_classes(train_ds, source=f"--data {data}")
+    check_labels(test_ds, n_classes=k, source=test_source, why=f"the {k} classes of the training data")
     with progress_bar() as bar:
         task = bar.add_task(f"train {arch} ({framework})", total=epochs)
         model = train_subject(train_ds, arch=arch, framework=framework, hidden_size=hidden, epochs=epochs,
@@ -113,11 +184,11 @@ def build(
     out: OutDirOpt,
     data: DataOpt = "digits-seq",
     test_data: TestDataOpt = None,
-    pca: Annotated[int, typer.Option("--pca", help="PCA dimensions k.")] = 10,
+    pca: Annotated[int, typer.Option("--pca", help="PCA dimensions k (1..hidden size).")] = 10,
     start: Annotated[int, typer.Option("--start", help="Smallest number of GMM components m.")] = 2,
     end: Annotated[int, typer.Option("--end", help="Largest m (included when the steps land on it).")] = 20,
     step: Annotated[int, typer.Option("--step", help="Step between values of m.")] = 1,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the PCA and the GMMs.")] = 0,
     limit: LimitOpt = None,
     trust: TrustOpt = False,
 ) -> None:
@@ -127,29 +198,42 @@ def build(
     Example: faultlab rnn build --model models/gru-digits.pt --data digits-seq --pca 10 --start 2 --end 40 --step 2 --out runs/gru
     """
     from ..rnn.abstraction import components_range, read_sweep_csv, sweep_components, write_sweep_csv
-    from ..rnn.analysis import abstraction_file, load_split_data
+    from ..rnn.analysis import abstraction_file, check_fits, check_limit, file_digest, load_split_data
     from ..rnn.profile import profile_model
-    from ..rnn.subjects import load_model
+    from ..rnn.subjects import load_model, model_file
 
     ms = components_range(start, end, step)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"model": str(Path(model).resolve()), "data": data, "test_data": test_data, "pca": pca, "seed": seed, "limit": limit}
+    if pca < 1:
+        raise FaultlabError(f"--pca {pca}: must be >= 1 (and at most the model's hidden size)")
+    check_limit(limit)
+    _check_out(out)
+    path = model_file(model)
+    meta = {"model": str(path.resolve()), "data": data, "test_data": test_data, "pca": pca, "seed": seed, "limit": limit}
+    digest = file_digest(path)
     meta_path = out / "build.json"
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old != meta:
-            diff = ", ".join(f"{k}={old.get(k)!r} (now {meta[k]!r})" for k in meta if old.get(k) != meta[k])
-            raise FaultlabError(f"--out {out}: holds a build made with {diff}; use another --out, or the same options to resume")
-    else:
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        _check_build_meta(out, meta_path, meta, digest)
+    net = load_model(path, trust=trust)
+    train_ds, test_ds = load_split_data(data, test_data, limit=limit)
+    hidden, _ = check_fits(net, train_ds, source=f"--data {data}")
+    check_fits(net, test_ds, source=f"--test-data {test_data}" if test_data else f"--data {data}")
+    n_steps = train_ds.x.shape[0] * train_ds.x.shape[1]
+    if pca > min(hidden, n_steps):
+        raise FaultlabError(f"--pca {pca}: must be at most the model's hidden size {hidden}")
+    if ms[-1] > n_steps:
+        raise FaultlabError(f"--end {end}: m={ms[-1]} is more than the {n_steps} training steps (inputs x steps); "
+                            "lower --end" + (" or raise --limit" if limit else ""))
+    _make_dir(out)
+    if not meta_path.exists():
+        tmp = meta_path.with_name(meta_path.name + ".tmp")
+        tmp.write_text(json.dumps({**meta, "model_sha256": digest, "hidden_size": hidden}, indent=2) + "\n")
+        tmp.replace(meta_path)
     csv_path = out / "abstraction.csv"
     done = {r.m: r for r in read_sweep_csv(csv_path) if abstraction_file(out, r.m).exists()}
     todo = [m for m in ms if m not in done]
     if not todo:
         console.print(f"all {len(ms)} abstractions already in {csv_path}")
     else:
-        net = load_model(model, trust=trust)
-        train_ds, _ = load_split_data(data, test_data, limit=limit)
         prof = profile_model(net, train_ds.x)
         rows = dict(done)
 
@@ -167,6 +251,27 @@ def build(
            [[m, *list(asdict(rows_all[m]).values())[1:]] for m in ms if m in rows_all])
 
 
+def _check_build_meta(out: Path, meta_path: Path, meta: dict[str, Any], digest: str) -> None:
+    """Refuse to resume a build made with other options or from another model file."""
+    from ..rnn.subjects import model_file
+
+    try:
+        old = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise FaultlabError(f"--out {out}: build.json is unreadable ({type(e).__name__}); use another --out") from e
+    if not isinstance(old, dict):
+        raise FaultlabError(f"--out {out}: build.json is not a build record; use another --out")
+    try:  # older builds recorded the --model argument as given
+        old = {**old, "model": str(model_file(old.get("model", "")).resolve())}
+    except FaultlabError:
+        pass
+    diff = ", ".join(f"{k}={old.get(k)!r} (now {meta[k]!r})" for k in meta if old.get(k) != meta[k])
+    if not diff and old.get("model_sha256", digest) != digest:
+        diff = f"another version of {meta['model']} (the file changed since)"
+    if diff:
+        raise FaultlabError(f"--out {out}: holds a build made with {diff}; use another --out, or the same options to resume")
+
+
 # --------------------------------------------------------------------- features
 FEATURE_HELP = "ID (state), RL (label), ID_RL, CS (P(.|state)) or all."
 
@@ -181,7 +286,7 @@ def features(
     build: BuildOpt = None,
     feature_set: Annotated[str, typer.Option("--feature-set", help=FEATURE_HELP)] = "all",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for features.csv.")] = None,
-    seed: SeedOpt = 0,
+    seed: SimSeedOpt = 0,
     limit: LimitOpt = None,
     trust: TrustOpt = False,
 ) -> None:
@@ -202,7 +307,7 @@ def compare_features(
     build: BuildOpt = None,
     feature_sets: Annotated[str, typer.Option("--feature-sets", help="Comma-separated feature sets: " + FEATURE_HELP)] = "ID,RL,ID_RL,CS,all",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for compare_features.csv.")] = None,
-    seed: SeedOpt = 0,
+    seed: SimSeedOpt = 0,
     limit: LimitOpt = None,
     trust: TrustOpt = False,
 ) -> None:
@@ -223,6 +328,7 @@ def _features(model: Path, components: int, data: str, test_data: str | None, pc
     bad = [s for s in sets if s not in FEATURE_SETS]
     if bad or not sets:
         raise FaultlabError(f"feature set(s) {', '.join(bad) or '(none)'}: expected a comma-separated subset of {', '.join(FEATURE_SETS)}")
+    _check_out(out)
     a = _analysis(model, data, test_data, pca=pca, components=components, seed=seed, build=build, limit=limit, trust=trust)
     scores = []
     with progress_bar(transient=True) as bar:
@@ -269,7 +375,14 @@ def localize(
 
     if benign not in (0, 1):
         raise FaultlabError(f"--benign {benign}: expected 0 (failed inputs) or 1 (benign inputs)")
-    a = _analysis(model, data, test_data, pca=pca, components=components, seed=seed, build=build, limit=limit, trust=trust)
+    if k < 1:
+        raise FaultlabError(f"-k {k}: must be >= 1 (the largest number of nearest training traces)")
+    _check_out(out)
+    prepared = _prepare(model, data, test_data, pca=pca, components=components, build=build, limit=limit, trust=trust)
+    if k > len(prepared[1]):
+        raise FaultlabError(f"-k {k}: must be at most the number of training traces {len(prepared[1])}")
+    a = _analysis(model, data, test_data, pca=pca, components=components, seed=seed, build=build, limit=limit, trust=trust,
+                  prepared=prepared)
     refs = normalise_traces(a.train_traces, n_states=a.n_states)
     targets = normalise_traces(a.test_traces, n_states=a.n_states)
     pred, truth = a.test_profile.pred, a.test.y
@@ -286,7 +399,7 @@ def localize(
         if name == ("benign" if benign else "failed"):
             neighbours = neighbour_table(ids, idx, dist, reference_labels=a.train.y, target_truth=truth[ids], target_pred=pred[ids])
     chosen = "benign" if benign else "failed"
-    out.mkdir(parents=True, exist_ok=True)
+    _make_dir(out)
     _write_csv(curves[chosen], out / f"localize_{chosen}.csv")
     assert neighbours is not None
     _write_csv(neighbours, out / f"neighbours_{chosen}.csv")
@@ -323,6 +436,7 @@ def markov(
 
     from ..rnn.markov import coverage, markov_chain
 
+    _check_out(out)
     a = _analysis(model, data, test_data, pca=pca, components=components, seed=seed, build=build, limit=limit, trust=trust)
     chain = markov_chain(a.train_traces, n_states=a.n_states)
     cov = coverage(a.train_traces, a.test_traces, n_states=a.n_states)
@@ -348,7 +462,7 @@ def diff(
     fault_list: Annotated[Optional[Path], typer.Option("--fault-list", help="A fault-list CSV; use with --row.")] = None,
     row: Annotated[Optional[int], typer.Option("--row", help="Injection id of the fault-list row to apply.")] = None,
     mutant: Annotated[Optional[Path], typer.Option("--mutant", help="A second trained model (a mutant) to compare with.")] = None,
-    top: Annotated[int, typer.Option("--top", help="How many states and transitions to list.")] = 10,
+    top: Annotated[int, typer.Option("--top", help="How many states and transitions to list (>= 1).")] = 10,
     data: DataOpt = "digits-seq",
     test_data: TestDataOpt = None,
     pca: PcaOpt = None,
@@ -364,6 +478,7 @@ def diff(
     """
     import numpy as np
 
+    from ..rnn.analysis import check_fits
     from ..rnn.diff import WeightBitFlip, diff_traces, flipped_bit, parse_fault
     from ..rnn.profile import profile_model
     from ..rnn.subjects import load_model
@@ -371,6 +486,8 @@ def diff(
     chosen = [o for o in (fault, fault_list, mutant) if o is not None]
     if len(chosen) != 1:
         raise FaultlabError("pass exactly one of --fault LAYER,INDEX,BIT, --fault-list FILE --row ID, or --mutant MODEL")
+    if top < 1:
+        raise FaultlabError(f"--top {top}: must be >= 1 (how many states and transitions to list)")
     spec: WeightBitFlip | None = None
     if fault is not None:
         spec = parse_fault(fault)
@@ -383,16 +500,29 @@ def diff(
         if row not in faults:
             raise FaultlabError(f"--row {row}: {fault_list} has no fault with Injection id {row} (ids {min(faults)}..{max(faults)})")
         spec = WeightBitFlip.from_fault(faults[row])
-    a = _analysis(model, data, test_data, pca=pca, components=components, seed=seed, build=build, limit=limit, trust=trust)
+    _check_out(out)
+    prepared = _prepare(model, data, test_data, pca=pca, components=components, build=build, limit=limit, trust=trust)
+    net, _, test = prepared
+    other_net = None
+    if spec is not None:
+        with flipped_bit(net, spec):  # checks layer, index and bits against the model; restored on exit
+            pass
+    else:
+        other_net = load_model(mutant, trust=trust, option="--mutant")
+        h_other, _ = check_fits(other_net, test, source=f"--mutant {mutant}")
+        h_clean = int(profile_model(net, test.x[:1]).hidden.shape[2])
+        if h_other != h_clean:
+            raise FaultlabError(f"--mutant {mutant}: hidden size {h_other} differs from the clean model's {h_clean}; "
+                                "a mutant must have the clean model's architecture")
+    a = _analysis(model, data, test_data, pca=pca, components=components, seed=seed, build=build, limit=limit, trust=trust,
+                  prepared=prepared)
     if spec is not None:
         with flipped_bit(a.model, spec) as (before, after):
             other = profile_model(a.model, a.test.x)
         label = f"fault {spec} ({before:.6g} -> {after:.6g})"
     else:
-        other = profile_model(load_model(mutant, trust=trust), a.test.x)
+        other = profile_model(other_net, a.test.x)
         label = f"mutant {mutant}"
-    if other.hidden.shape[2] != a.test_profile.hidden.shape[2]:
-        raise FaultlabError(f"--mutant {mutant}: hidden size {other.hidden.shape[2]} differs from the clean model's {a.test_profile.hidden.shape[2]}")
     d = diff_traces(a.test_traces, a.abstraction.traces(other.hidden), n_states=a.n_states)
     acc_clean = float(np.mean(a.test_profile.pred == a.test.y))
     acc_other = float(np.mean(other.pred == a.test.y))

@@ -80,6 +80,12 @@ class Abstraction:
 
     # ---------------------------------------------------------------- transform
     @property
+    def hidden_size(self) -> int:
+        """Width H of the hidden states this abstraction was fit on."""
+        self._check_fitted()
+        return int(self.pca_mean_.shape[0])
+
+    @property
     def n_states(self) -> int:
         """Number of states including the virtual state 0: ``components + 1``."""
         return self.components + 1
@@ -134,19 +140,34 @@ class Abstraction:
 
     @classmethod
     def load(cls, path: str | Path) -> "Abstraction":
-        """Read an abstraction written by :meth:`save`."""
+        """Read an abstraction written by :meth:`save`; its array shapes are checked so a damaged file fails here."""
         p = Path(path)
         try:
             with np.load(p, allow_pickle=False) as z:
                 obj = cls(pca_dims=int(z["pca_dims"]), components=int(z["components"]), seed=int(z["seed"]))
                 obj.bic_ = float(z["bic"])
                 for name in cls._ARRAYS:
-                    setattr(obj, name, z[name])
+                    setattr(obj, name, np.asarray(z[name], dtype=np.float64))
         except FileNotFoundError:
             raise
         except Exception as e:
-            raise DataError(f"{p}: not an abstraction written by faultlab ({type(e).__name__}: {e}); rebuild it with `faultlab rnn build`") from e
+            raise DataError(f"{p}: not an abstraction written by faultlab ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                            "rebuild it with `faultlab rnn build`") from e
+        obj._check_arrays(p)
         return obj
+
+    def _check_arrays(self, p: Path) -> None:
+        k, m = self.pca_dims, self.components
+        h = self.pca_mean_.shape[0] if self.pca_mean_.ndim == 1 else -1
+        want = {"pca_mean_": (h,), "pca_components_": (k, h), "explained_variance_ratio_": (k,),
+                "gmm_weights_": (m,), "gmm_means_": (m, k), "gmm_variances_": (m, k)}
+        bad = [f"{n} {getattr(self, n).shape} (expected {w})" for n, w in want.items() if getattr(self, n).shape != w]
+        if h < 1 or k < 1 or m < 1 or bad:
+            raise DataError(f"{p}: damaged abstraction for pca={k}, m={m}: {', '.join(bad) or 'empty arrays'}; "
+                            "delete it and rerun `faultlab rnn build`")
+        if not all(np.all(np.isfinite(getattr(self, n))) for n in want) or (self.gmm_variances_ <= 0).any() or (self.gmm_weights_ <= 0).any():
+            raise DataError(f"{p}: damaged abstraction (non-finite values or non-positive variances/weights); "
+                            "delete it and rerun `faultlab rnn build`")
 
     def __repr__(self) -> str:
         return f"Abstraction(pca_dims={self.pca_dims}, components={self.components}, seed={self.seed})"

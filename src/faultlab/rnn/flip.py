@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..datasets import load_dataset
 from ..errors import DataError, FaultlabError
 from .inf_training import TrainConfig, TrainRecord, predict, train_sgd
 
@@ -92,6 +91,37 @@ def new_gru(*, input_size: int, hidden_size: int, n_classes: int, seed: int) -> 
     return RecurrentClassifier(arch="gru", input_size=input_size, hidden_size=hidden_size, n_classes=n_classes)
 
 
+def check_flip_options(*, classes: tuple[int, int], rate: float, epochs: int, hidden_size: int) -> None:
+    """Refuse bad flip options before any data is loaded or model trained."""
+    if not 0.0 < rate < 1.0:
+        raise FaultlabError(f"--rate {rate}: expected a fraction strictly between 0 and 1, e.g. 0.3")
+    if epochs < 1:
+        raise FaultlabError(f"--epochs {epochs}: must be >= 1")
+    if hidden_size < 1:
+        raise FaultlabError(f"--hidden {hidden_size}: must be >= 1")
+    if any(c < 0 for c in classes):
+        raise FaultlabError(f"--classes {classes[0]},{classes[1]}: class labels are >= 0")
+
+
+def load_flip_data(data: str, classes: tuple[int, int], rate: float) -> tuple[Any, Any, list[int]]:
+    """Train and test splits of ``data`` with the checks a flip needs: sequences, both classes present, >= 1 flip.
+
+    Returns ``(train, test, sorted labels of train)``.
+    """
+    from .analysis import load_sequences
+
+    train, test = load_sequences(data, "train"), load_sequences(data, "test")
+    labels = sorted(set(np.unique(train.y).tolist()))
+    for c in classes:
+        if c not in labels:
+            raise DataError(f"--classes {classes[0]},{classes[1]}: class {c} is not in {data} "
+                            f"(labels {labels[0]:g}..{labels[-1]:g})")
+    n = int(round(rate * int(np.sum(train.y == classes[0]))))
+    if n == 0:
+        raise DataError(f"--rate {rate}: flips no sample of class {classes[0]} ({int(np.sum(train.y == classes[0]))} samples); raise the rate")
+    return train, test, labels
+
+
 def run_flip(
     *,
     data: str = "digits-seq",
@@ -109,14 +139,9 @@ def run_flip(
     ``all_classes`` keeps every class and flips only the first named one.
     """
     config = config or TrainConfig(seed=seed)
-    train, test = load_dataset(data, split="train"), load_dataset(data, split="test")
-    if train.x.ndim != 3:
-        raise DataError(f"--data {data}: needs sequences (N, T, F); use digits-seq or mnist-seq")
+    check_flip_options(classes=classes, rate=rate, epochs=config.epochs, hidden_size=hidden_size)
+    train, test, labels = load_flip_data(data, classes, rate)
     source, target = classes
-    labels = sorted(set(np.unique(train.y).tolist()))
-    for c in classes:
-        if c not in labels:
-            raise DataError(f"--classes: class {c} is not in {data} (labels {labels[0]}..{labels[-1]})")
     kept = tuple(labels) if all_classes else tuple(sorted(classes))
     remap = {c: i for i, c in enumerate(kept)}
     mtr, mte = np.isin(train.y, kept), np.isin(test.y, kept)
@@ -142,4 +167,4 @@ def run_flip(
                           targets=targets, classes=kept, config=config, hidden_size=hidden_size)
 
 
-__all__ = ["FlipExperiment", "flip_labels", "parse_classes", "run_flip", "new_gru"]
+__all__ = ["FlipExperiment", "flip_labels", "parse_classes", "run_flip", "new_gru", "check_flip_options", "load_flip_data"]

@@ -21,8 +21,11 @@ class ResultStore:
 
     def __init__(self, path: str | Path, *, config: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = sqlite3.connect(self.path)
+        except (OSError, sqlite3.Error) as e:
+            raise FaultlabError(f"--out {self.path.parent}: cannot create {self.path.name} there ({e}); choose another --out") from e
         self._con.execute("PRAGMA journal_mode=WAL")
         with self._con:
             self._con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -80,8 +83,11 @@ def summarise(rows: list[dict[str, Any]], *, by: list[str], values: list[str]) -
 
 
 def mean_pm(mean: float, std: float, digits: int = 3) -> str:
-    """``"0.812 ± 0.034"`` (std shown as 0 when there is one seed)."""
-    std = 0.0 if std != std else std  # NaN for one seed
+    """``"0.812 ± 0.034"``; just ``"0.812"`` when there is no spread (one seed: std is NaN)."""
+    if mean != mean:
+        return "-"
+    if std != std:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
