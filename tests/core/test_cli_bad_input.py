@@ -240,3 +240,26 @@ def test_real_process_prints_one_line_without_traceback(tmp_path):
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["faults", "generate", "--model", MODEL, "--n", "abc", "-o", "a.csv"], "Invalid value for '--n'"),
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["report", ".", "--top", "0"], "Invalid value for '--top'"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
+    ],
+)
+def test_option_parsing_errors_are_one_line(argv, expect, capsys):
+    """Errors found while parsing options: one line too (not typer's boxed panel), exit status 2."""
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and expect in err and "--help" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_help_still_exits_zero(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--help"])
+    assert (e.value.code or 0) == 0
+    assert "Example:" in capsys.readouterr().out

@@ -32,14 +32,26 @@ app.add_typer(_rnn_app, name="rnn")
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning user errors into one line and exit status 2."""
+    try:  # typer 0.2x carries its own copy of click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+
     try:
-        app(args=argv, standalone_mode=True)
+        rc = app(args=argv, standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as e:  # a bare group: its help, as click prints it
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    except click_exc.UsageError as e:  # a bad option value: one line, not typer's boxed panel
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        fail(" ".join(e.format_message().split()) + where)
     except FaultlabError as e:
         fail(str(e))
     except FileNotFoundError as e:
         fail(f"{e.filename or e}: no such file")
     except KeyboardInterrupt:
         fail("interrupted; rerun the same command to resume", code=130)
+    raise SystemExit(rc if isinstance(rc, int) else 0)  # as click's standalone mode: main() always exits
 
 
 if __name__ == "__main__":  # pragma: no cover
