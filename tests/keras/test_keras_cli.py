@@ -90,3 +90,23 @@ def test_show_activations_bad_fault_spec_exits_2(app, model_files, capsys):
         main(["show-activations", "--model", str(model_files["seq"]), "--fault", "conv2d,(9, 9, 9, 9),31"])
     assert e.value.code == 2
     assert "out of bounds" in capsys.readouterr().err
+
+
+def test_layers_with_data_of_another_shape_names_data(tmp_path, capsys):
+    """A 28x28 Keras model listed with the default 8x8 digits: one line that points at --data."""
+    import keras
+
+    from faultlab.cli import main
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="dense")])
+    p = tmp_path / "mnist.keras"
+    model.save(p)
+    with pytest.raises(SystemExit) as e:
+        main(["layers", "--model", str(p)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--data digits" in err and "mnist" in err, err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["layers", "--model", str(p), "--data", "mnist"])
+    assert e.value.code == 0
+    assert "dense" in capsys.readouterr().out

@@ -127,12 +127,16 @@ def layers(
 
     Example: faultlab layers --model faultlab.models:digits_cnn
     """
+    from ..errors import DataError
     from ..datasets import load_dataset
 
     _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
     ds = load_dataset(data)
     if hasattr(target, "trace"):
-        target.trace(target.prepare(ds.x[:1]))
+        try:
+            target.trace(target.prepare(ds.x[:1]))
+        except DataError as e:
+            raise DataError(f"--data {data}: {e}; pass --data with inputs of the model's shape (mnist: 28x28 digits, or an .npz)") from None
     table = Table()
     for col in ("name", "kind", "layer type", "shape", "dtype", "elements"):
         table.add_column(col, justify="right" if col == "elements" else "left")
