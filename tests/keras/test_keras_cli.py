@@ -110,3 +110,21 @@ def test_layers_with_data_of_another_shape_names_data(tmp_path, capsys):
         main(["layers", "--model", str(p), "--data", "mnist"])
     assert e.value.code == 0
     assert "dense" in capsys.readouterr().out
+
+
+def test_make_target_takes_bundled_channels_first_examples():
+    """``make_target(keras_model, example_input=data.x[:1])`` with the bundled (N, 1, H, W) digits, as the README shows."""
+    import keras
+    import numpy as np
+
+    import faultlab as fl
+    from faultlab.datasets import load_digits
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, name="conv"), keras.layers.Flatten(), keras.layers.Dense(10, name="dense")])
+    data = load_digits("test")
+    target = fl.make_target(model, example_input=data.x[:1])
+    assert {s.name for s in target.sites() if s.kind == "activation"} >= {"conv", "dense"}
+    got = target.forward(target.to_tensor(target.prepare(data.x[:4]))).cpu().numpy()
+    want = model.predict(data.x[:4].transpose(0, 2, 3, 1), verbose=0)
+    np.testing.assert_array_equal(got, want)

@@ -127,7 +127,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Fix a keyword argument for every configuration, e.g. --set epochs=1."),
     domains: Optional[Path] = typer.Option(None, "--domains", help="YAML overriding operator domains."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (1: train in this process), or Ray actors with --executor ray."),
-    executor: str = typer.Option("local", "--executor", help="local (this machine) or ray (pip install 'faultlab[ray]')."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) or ray (pip install 'faultlab\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray head HOST:PORT to join (default: start Ray here)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs each Ray worker reserves."),
     search: bool = typer.Option(False, "--search", help="Binary-search the kill threshold of numeric operators."),

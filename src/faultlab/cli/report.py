@@ -30,7 +30,7 @@ def plan(
     data: str = typer.Option("digits", "--data", "-d", help="Data whose first sample traces activation shapes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the draw; same seed, same fault list."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Fault list CSV to write (and the plan as FILE.plan.json beside it)."),
-    as_json: bool = typer.Option(False, "--json", help="Print only the plan as JSON: {\"strata\": [{\"name\", \"N\", \"n\"}], \"total\": ...}."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the plan as JSON: {\"strata\": \\[{\"name\", \"N\", \"n\"}], \"total\": ...}."),
     weights: Optional[Path] = WeightsOpt,
     trust_pickle: bool = TrustOpt,
     unsafe: bool = UnsafeOpt,

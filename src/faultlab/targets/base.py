@@ -42,7 +42,12 @@ class Target(ABC):
 
     @abstractmethod
     def inject(self, assignments: Sequence[Assignment]) -> AbstractContextManager[None]:
-        """Apply faults while the context is open; restore weights / remove hooks on exit."""
+        """Apply faults while the context is open; restore weights / remove hooks on exit.
+
+        Each assignment is ``(fault, rows)``: ``rows`` (a slice or index array over the batch) says which
+        inputs an activation fault hits, ``None`` every one. Every fault is checked first
+        (:meth:`check_fault`): a bad layer, index or bit raises :class:`FaultSpecError` and changes nothing.
+        """
 
     def layer_outputs(self, x: Any, assignments: Sequence[Assignment] = ()) -> "dict[str, torch.Tensor]":
         """Every activation site's output for inputs ``x`` while ``assignments`` are injected, in model order.

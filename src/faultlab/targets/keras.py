@@ -68,7 +68,7 @@ class KerasTarget(Target):
         if not getattr(model, "built", True) and example_input is not None:
             model(self.prepare(np.asarray(example_input[:1])))
         if example_input is not None:
-            self.trace(example_input)
+            self.trace(self.prepare(np.asarray(example_input)))  # bundled (channels-first) data works as is
 
     # ----- sites -----
     def _layers(self) -> list[Any]:
@@ -216,7 +216,7 @@ class KerasTarget(Target):
         try:
             layers: dict[str, LayerFaults] = {}
             for fault, rows in assignments:
-                site = self.site(fault.layer, fault.site)
+                site = self.check_fault(fault)  # a wrong rank, index or bit fails here, before anything is changed
                 if fault.site == "weight":
                     restores.append(self._apply_weight(fault, site))
                 else:

@@ -178,7 +178,7 @@ class TorchTarget(Target):
             by_layer: dict[str, list[tuple[Fault, Any, Site]]] = defaultdict(list)
             with torch.no_grad():
                 for fault, rows in assignments:
-                    site = self.site(fault.layer, fault.site)
+                    site = self.check_fault(fault)  # a wrong rank, index or bit fails here, before anything is changed
                     if fault.site == "weight":
                         restores.append(self._apply_weight(fault, site))
                     else:
