@@ -280,11 +280,15 @@ class FaultList:
         p = Path(path)
         if not p.exists():
             raise FaultSpecError(f"{p}: no such fault list; create one with 'faultlab faults generate' or 'faultlab plan'")
+        if p.is_dir():
+            raise FaultSpecError(f"{p}: is a directory; expected a fault list CSV file")
         try:
             with p.open(encoding="utf-8-sig", newline="") as fh:
                 return cls._read_csv(fh, p)
         except UnicodeDecodeError as e:
             raise FaultSpecError(f"{p}: not a text CSV file ({e.reason})") from e
+        except csv.Error as e:  # e.g. a field longer than the csv module's limit: not a fault list
+            raise FaultSpecError(f"{p}: not a readable CSV fault list ({e})") from None
 
     @classmethod
     def _read_csv(cls, fh: Any, p: Path) -> "FaultList":

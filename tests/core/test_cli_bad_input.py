@@ -215,6 +215,10 @@ def test_bad_data_and_models(tmp_path, weights, good_faults, capsys):
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     code, err = run_cli(["run", *m, "--data", "digits", "--faults", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "none.csv" in err and "no such fault list" in err
+    huge = write(tmp_path, "huge.csv", CSV_HEAD + "0,fc1," + "x" * 200_000 + ",3\n")
+    for path, expect in ((tmp_path, "is a directory"), (huge, "not a readable CSV fault list")):
+        code, err = run_cli(["run", *m, "--data", "digits", "--faults", str(path), "--out", str(tmp_path / "o")], capsys)
+        assert code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_failed_run_never_damages_stored_results(tmp_path, weights, good_faults, capsys):
