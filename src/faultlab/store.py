@@ -63,7 +63,12 @@ def store_file(path: str | Path) -> Path:
 
 
 class CampaignStore:
-    """A campaign's SQLite database (``DIR/campaign.sqlite``): ids in, frozen records out."""
+    """A campaign's SQLite database (``DIR/campaign.sqlite``): ids in, frozen records out.
+
+    ``CampaignStore(path)`` opens the store, creating the directory and an empty database where there are
+    none (what a new campaign wants); :meth:`open_existing` refuses a path without a campaign (what reading
+    one wants). A file that is not one of our databases is refused untouched either way.
+    """
 
     def __init__(self, path: str | Path) -> None:
         p = Path(path)

@@ -116,7 +116,12 @@ class CampaignSummary:
 
 
 class Campaign:
-    """A fault campaign on one target and dataset, stored in ``out`` (``campaign.sqlite``)."""
+    """A fault campaign on one target and dataset, stored in ``out`` (``campaign.sqlite``) as results arrive.
+
+    :meth:`run` checks everything first, then resumes whatever the store already holds and returns a
+    :class:`CampaignSummary`. ``engine`` defaults to ``"exact"`` (the reference) in the library; the CLI
+    defaults to ``"fast"`` (same outcomes, faster): pass ``engine="fast"`` for that.
+    """
 
     def __init__(
         self,
@@ -224,6 +229,7 @@ class Campaign:
         }
 
     def run(self, progress: ProgressFn | None = None) -> CampaignSummary:
+        """Run every fault not yet stored (``progress(done, total)`` after each batch) and summarise the campaign."""
         t0 = time.perf_counter()
         self.check_engine()
         x, y, _ = self._prepared()
