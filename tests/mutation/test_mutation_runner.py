@@ -275,3 +275,23 @@ def test_model_references_and_executor_choice(tmp_path):
         _executor("dask", 2)
     with pytest.raises(FaultlabError, match="at least 1"):
         _executor("local", 0)
+
+
+def test_editing_a_helper_beside_the_function_starts_fresh(tmp_path):
+    """The source hash covers the training function's whole file: a changed data loader is not served old runs."""
+    from faultlab.mutation.models import source_hash
+
+    def load(text: str):
+        import importlib.util
+
+        p = tmp_path / "subject_mod.py"
+        p.write_text(text)
+        spec = importlib.util.spec_from_file_location(f"subject_mod_{abs(hash(text))}", p)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        return source_hash(mod.train)  # as a sweep does when it starts, before the file changes again
+
+    base = "def load_data():\n    return list(range({n}))\n\n\ndef train(lr=0.1):\n    return len(load_data()) * lr\n"
+    a, b, again = load(base.format(n=50)), load(base.format(n=20)), load(base.format(n=50))
+    assert a != b  # only the helper changed
+    assert a == again  # same file, same hash: runs are reused

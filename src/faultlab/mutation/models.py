@@ -107,12 +107,22 @@ def _load_cached(name: str, models_file: str | None) -> Callable[..., Any]:
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
-    """SHA-256 (16 hex digits) of the function's source, so editing the function starts fresh results."""
+    """SHA-256 (16 hex digits) of the function's name and the whole file it is defined in.
+
+    Editing the function, or anything beside it in its file (a data loader, a helper, a constant it
+    reads), starts fresh results instead of reusing runs of the old code. Code the file imports from
+    elsewhere is not covered: edit it and use a new ``--logs-dir``.
+    """
+    name = getattr(fn, "__qualname__", repr(fn))
     try:
-        src = inspect.getsource(fn)
+        path = inspect.getsourcefile(fn)
+        src = Path(path).read_text(errors="replace") if path else inspect.getsource(fn)
     except (OSError, TypeError):
-        src = getattr(fn, "__qualname__", repr(fn))
-    return hashlib.sha256(src.encode()).hexdigest()[:16]
+        try:
+            src = inspect.getsource(fn)
+        except (OSError, TypeError):
+            src = ""
+    return hashlib.sha256(f"{name}\n{src}".encode()).hexdigest()[:16]
 
 
 def _keras_use(fn: Callable[..., Any]) -> str:
