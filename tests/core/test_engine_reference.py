@@ -149,3 +149,47 @@ def test_input_specific_faults(trained_cnn, digits_test):
     assert [r.n for r in res] == [1, 1]
     want_act = plain_activation_campaign(trained_cnn, x[7:8], [faults[0]])
     np.testing.assert_array_equal(res[0].codes, want_act[0])
+
+
+def test_exact_activation_faults_run_on_the_golden_batches():
+    """Every faulty forward has the golden run's batch size, even when several faults would fit in one batch.
+
+    Kernels round by batch size; packing 2 faults x 200 inputs into 400 rows changed masked counts on a
+    branching Keras model against a plain flip-and-forward loop on the user's batches.
+    """
+    import torch
+    from torch import nn
+
+    from faultlab.engine import EvalSet
+    from faultlab.engine.exact import ExactEngine
+    from faultlab.faults import Fault
+    from faultlab.targets.torch import TorchTarget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.rand(50, 6).numpy()
+    target = TorchTarget(model, example_input=x[:1])
+    data = EvalSet.build(target, x, None, batch_size=512)
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda m, a: sizes.append(int(a[0].shape[0])))
+    try:
+        faults = [Fault(i, "0", (i % 8,), (30,), "activation") for i in range(5)]
+        res = ExactEngine(batch_size=512).run(target, data, faults)
+    finally:
+        handle.remove()
+    assert len(res) == 5 and sizes and set(sizes) == {50}, sizes
+    # and the outcomes are those of a plain hook-and-forward loop on the same batch
+    golden = model(torch.as_tensor(x)).detach()
+    for f, r in zip(faults, res):
+        def hook(m, a, out, f=f):
+            out = out.clone()
+            v = out[:, f.index[0]].clone()
+            out[:, f.index[0]] = (v.view(torch.int32) ^ (1 << 30)).view(torch.float32)
+            return out
+        h = model[0].register_forward_hook(hook)
+        try:
+            faulty = model(torch.as_tensor(x)).detach()
+        finally:
+            h.remove()
+        masked = int((faulty == golden).all(dim=1).sum())
+        assert r.masked == masked

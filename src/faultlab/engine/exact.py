@@ -88,12 +88,17 @@ class ExactEngine(Engine):
         return col.results(faults, self.name)
 
     def _activations_all(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
-        """Faults on every input: batches of G faults x a block of inputs, one golden pass per block."""
+        """Faults on every input: one forward per fault and golden batch, as a plain fault-in-place loop runs them.
+
+        Several faults are never packed into one larger batch: CPU kernels pick their blocking, and with it
+        their rounding, by batch size, so a packed batch could make a fault masked or not depending on
+        ``batch_size`` and the number of inputs rather than on the model (the reference must not).
+        """
         if not faults:
             return []
         col = _Collector(data.golden.device)
         block = min(data.n, self.batch_size)
-        group = max(1, self.batch_size // block)
+        group = 1
         for b in self._blocks(data.n) if block < data.n else [slice(0, data.n)]:
             xb = data.x[b]
             m = xb.shape[0]
