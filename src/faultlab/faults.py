@@ -441,6 +441,8 @@ class InjectConfig:
     probability: float
     all_elements: bool
     source: str = "<memory>"
+    #: the field the bit came from (``bit_number``, or its alias ``bit_position``), for messages
+    bit_key: str = "bit_number"
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "InjectConfig":
@@ -479,11 +481,12 @@ class InjectConfig:
         bft = str(c.get("bit_flip_type", "RandomBit"))
         if bft not in ("RandomBit", "SpecificBit"):
             raise FaultSpecError(f"{source}: inject_layer.bit_flip_type {bft!r} must be RandomBit or SpecificBit")
-        bit = c.get("bit_number", c.get("bit_position"))
+        bit_key = "bit_number" if "bit_number" in c else "bit_position"  # errors name the field the user wrote
+        bit = c.get(bit_key)
         if bft == "SpecificBit" and ftype == "flip" and bit is None:
             raise FaultSpecError(f"{source}: bit_flip_type SpecificBit needs bit_number (0..31; 31 is the float32 sign)")
         if bit is not None and (isinstance(bit, bool) or not isinstance(bit, int)):
-            raise FaultSpecError(f"{source}: inject_layer.bit_number must be an integer 0..31, got {bit!r}")
+            raise FaultSpecError(f"{source}: inject_layer.{bit_key} must be an integer 0..31, got {bit!r}")
         prob = c.get("probability", 1.0)
         if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 < float(prob) <= 1.0:
             raise FaultSpecError(f"{source}: inject_layer.probability must be a number in (0, 1] (0 would inject nothing), got {prob!r}")
@@ -496,6 +499,7 @@ class InjectConfig:
             fault_type=ftype,
             random_bit=bft == "RandomBit",
             bit=None if bit is None else int(bit),
+            bit_key=bit_key,
             probability=float(prob),
             all_elements=elements == "all",
             source=source,
@@ -505,7 +509,7 @@ class InjectConfig:
         """One activation fault per input hit (probability p), on ``site``; seeded and reproducible."""
         if self.bit is not None and not 0 <= self.bit < site.bit_width:  # checked with RandomBit too: never a meaningful bit
             raise FaultSpecError(
-                f"{self.source}: inject_layer.bit_number {self.bit} is beyond {site.dtype}'s {site.bit_width} bits; expected 0..{site.bit_width - 1}"
+                f"{self.source}: inject_layer.{self.bit_key} {self.bit} is beyond {site.dtype}'s {site.bit_width} bits; expected 0..{site.bit_width - 1}"
             )
         rng = np.random.default_rng(seed)
         hit = rng.random(n_inputs) < self.probability

@@ -92,6 +92,7 @@ def test_bad_fault_lists(case, csv_text, expect, tmp_path, weights, capsys):
         ("inject_layer: {layer_name: fc2, probability: 0.0}\n", "would inject nothing"),
         ("inject_layer: {layer_name: fc2, bit_number: 40}\n", "beyond"),  # RandomBit: a bit number is still checked
         ("inject_layer: {layer_name: fc2, bit_number: x}\n", "bit_number must be an integer"),
+        ("inject_layer: {layer_name: fc2, bit_flip_type: SpecificBit, bit_position: 32}\n", "inject_layer.bit_position 32 is beyond"),
         ("inject_layer:\n  layer_name: fc2\n  layer_name: fc1\n", "'layer_name' is given twice"),
     ],
 )
