@@ -1,6 +1,7 @@
 """Session fixtures for the RNN analysis tests: one tiny GRU on digits-seq, trained once."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from faultlab.datasets import Dataset, load_dataset
+
+sys.path.insert(0, str(Path(__file__).parent))  # rnn_cli_helpers, whatever pytest's import mode
 
 
 @dataclass(frozen=True)

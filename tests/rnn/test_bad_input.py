@@ -9,16 +9,7 @@ import numpy as np
 import pytest
 
 from faultlab.cli import main
-
-
-def run(capsys, *args: object) -> tuple[int, str, str]:
-    try:
-        main(["rnn", *map(str, args)])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from rnn_cli_helpers import run
 
 
 def refused(capsys, needle: str, *args: object) -> str:

@@ -8,17 +8,8 @@ import pandas as pd
 import pytest
 
 from faultlab.cli import main
+from rnn_cli_helpers import run
 from faultlab.rnn.abstraction import SWEEP_COLUMNS
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(["rnn", *map(str, args)])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
