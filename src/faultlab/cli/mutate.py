@@ -72,10 +72,10 @@ def _print_analysis(analysis: Any, store: Any) -> None:
         if m.failed_original and m.mutant.original_hash not in seen:
             seen.add(m.mutant.original_hash)
             console.print(f"original{where}: {m.failed_original} failed run(s); first error: "
-                          f"{first_error(store, m.mutant.original_hash)}", highlight=False, soft_wrap=True)
+                          f"{first_error(store, m.mutant.original_hash)}", highlight=False, soft_wrap=True, markup=False)
         if m.failed_mutant:
             console.print(f"{m.operator}={m.value}{where}: {m.failed_mutant} failed run(s); first error: {m.error}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=False)
 
 
 def _warn_mann_whitney(test: str, alpha: float, sizes: list[tuple[int, int]]) -> None:
