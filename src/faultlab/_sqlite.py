@@ -22,7 +22,7 @@ def connect(path: str | Path, schema: str, *, version: int, fix: str, tables: tu
     """
     p = Path(path)
     if p.is_file() and p.stat().st_size > 0:
-        _check_existing(p, tables, fix)
+        check_existing(p, tables, fix)
     try:
         conn = sqlite3.connect(str(p), timeout=60, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -39,8 +39,12 @@ def connect(path: str | Path, schema: str, *, version: int, fix: str, tables: tu
     return conn
 
 
-def _check_existing(p: Path, tables: tuple[str, ...], fix: str) -> None:
-    """Refuse, without writing to it, an existing file that is not one of our databases."""
+def check_existing(p: Path, tables: tuple[str, ...], fix: str, *, what: str = "faultlab database", empty_ok: bool = True) -> None:
+    """Refuse, without writing to it, an existing file that is not one of our databases (read-only open).
+
+    ``tables`` (besides ``meta``) must all be there; a database with no tables at all passes when
+    ``empty_ok`` (a store about to be created), else it is refused too.
+    """
     try:
         ro = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
         try:
@@ -50,8 +54,8 @@ def _check_existing(p: Path, tables: tuple[str, ...], fix: str) -> None:
     except sqlite3.DatabaseError as e:
         raise FaultlabError(f"{p}: not a readable SQLite database ({e}); {fix}") from None
     missing = [t for t in ("meta", *tables) if t not in have]
-    if have and missing:
-        raise FaultlabError(f"{p}: another kind of SQLite database (no table {', '.join(missing)}); left untouched; {fix}")
+    if missing and (have or not empty_ok):
+        raise FaultlabError(f"{p}: not a {what} (another kind of SQLite database, missing table(s): {', '.join(missing)}); left untouched; {fix}")
 
 
 @contextmanager

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .._sqlite import DB_SUFFIXES, connect
+from .._sqlite import DB_SUFFIXES, check_existing, connect
 from ..errors import FaultlabError
 
 SCHEMA_VERSION = 1
@@ -98,7 +97,7 @@ class MutationStore:
                 raise FaultlabError(f"--logs-dir {path}: a file stands where the directory should be; give another --logs-dir") from None
             p = p / DB_NAME
         self.path = p
-        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="use a new --logs-dir", tables=("configs", "mutants", "runs"))
+        self._conn = connect(p, _SCHEMA, version=SCHEMA_VERSION, fix="use a new --logs-dir", tables=_TABLES[1:])
 
     @classmethod
     def open_existing(cls, logs_dir: str | Path) -> "MutationStore":
@@ -107,7 +106,8 @@ class MutationStore:
         db = p / DB_NAME if p.is_dir() else p
         if not db.exists():
             raise FaultlabError(f"{logs_dir}: no {DB_NAME} here; run 'faultlab mutate run ... --logs-dir {logs_dir}' first")
-        _check_is_store(db)
+        check_existing(db, _TABLES[1:], "pass the --logs-dir of 'faultlab mutate run' or its mutation.sqlite",
+                       what="faultlab mutation store", empty_ok=False)
         return cls(path=db)
 
     def close(self) -> None:
@@ -194,24 +194,6 @@ class MutationStore:
 
     def count_runs(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
-
-
-def _check_is_store(db: Path) -> None:
-    """One-line error unless ``db`` is a mutation store; reads it read-only, so a foreign file is never changed."""
-    try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        raise FaultlabError(f"{db}: not a readable SQLite database ({e}); pass the --logs-dir of 'faultlab mutate run'") from None
-    missing = [t for t in _TABLES if t not in tables]
-    if missing:
-        raise FaultlabError(
-            f"{db}: not a faultlab mutation store (missing table(s): {', '.join(missing)}); "
-            "pass the --logs-dir of 'faultlab mutate run' or its mutation.sqlite"
-        )
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:
