@@ -13,3 +13,12 @@ def run(capsys, *args: object) -> tuple[int, str, str]:
         code = e.code if isinstance(e.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def build_into(out, model, *args: object):
+    """``faultlab rnn build --model MODEL *args --out OUT``, which must succeed; returns ``out`` (for fixtures)."""
+    try:
+        main(["rnn", "build", "--model", str(model), *map(str, args), "--out", str(out)])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    return out
