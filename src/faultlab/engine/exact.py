@@ -97,22 +97,14 @@ class ExactEngine(Engine):
         if not faults:
             return []
         col = _Collector(data.golden.device)
-        block = min(data.n, self.batch_size)
-        group = 1
-        for b in self._blocks(data.n) if block < data.n else [slice(0, data.n)]:
+        for b in self._blocks(data.n):
             xb = data.x[b]
-            m = xb.shape[0]
             lab = None if data.labels is None else data.labels[b]
-            g_rows = min(group, len(faults))
-            xrep = xb.repeat((g_rows,) + (1,) * (xb.dim() - 1))
-            golden = target.forward(xrep)
-            for s in range(0, len(faults), g_rows):
-                chunk = list(enumerate(faults[s : s + g_rows], start=s))
-                with target.inject([(f, slice(i * m, (i + 1) * m)) for i, (_, f) in enumerate(chunk)]):
-                    out = target.forward(xrep)
-                for i, (j, _) in enumerate(chunk):
-                    rows = slice(i * m, (i + 1) * m)
-                    col.add(j, golden[rows], out[rows], lab, self)
+            golden = target.forward(xb)
+            for j, f in enumerate(faults):
+                with target.inject([(f, None)]):
+                    out = target.forward(xb)
+                col.add(j, golden, out, lab, self)
         return col.results(faults, self.name)
 
     def _activations_one(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
