@@ -295,3 +295,40 @@ def test_editing_a_helper_beside_the_function_starts_fresh(tmp_path):
     a, b, again = load(base.format(n=50)), load(base.format(n=20)), load(base.format(n=50))
     assert a != b  # only the helper changed
     assert a == again  # same file, same hash: runs are reused
+
+
+def test_editing_a_local_module_the_file_imports_starts_fresh(tmp_path, monkeypatch):
+    """User modules imported by the training file (``import x`` or ``from x import f``) are in the hash; installed packages are not."""
+    import importlib.util
+    import sys
+
+    from faultlab.mutation.models import source_hash
+
+    pkg = tmp_path / "helpers"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .scaling import SCALE\n")
+    (pkg / "scaling.py").write_text("SCALE = 2\n")
+    (tmp_path / "mydata.py").write_text("def load():\n    return list(range(50))\n")
+    (tmp_path / "train_mod.py").write_text(
+        "import numpy as np\nimport mydata\nfrom helpers import SCALE\n\n\n"
+        "def train(lr=0.1):\n    return len(mydata.load()) * lr * SCALE * float(np.ones(1)[0])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def fresh_hash() -> str:
+        for name in ("mydata", "helpers", "helpers.scaling"):
+            sys.modules.pop(name, None)
+        spec = importlib.util.spec_from_file_location("train_mod_under_test", tmp_path / "train_mod.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        return source_hash(mod.train)
+
+    base = fresh_hash()
+    assert fresh_hash() == base  # nothing changed: runs are reused
+    (tmp_path / "mydata.py").write_text("def load():\n    return list(range(20))\n")
+    edited_module = fresh_hash()
+    assert edited_module != base  # `import mydata`
+    (pkg / "scaling.py").write_text("SCALE = 3\n")
+    assert fresh_hash() != edited_module  # reached through the package's __init__
+    (tmp_path / "notes.py").write_text("X = 1\n")  # beside the file but not imported: no effect
+    assert len({fresh_hash(), fresh_hash()}) == 1

@@ -6,6 +6,7 @@ dict of final metrics. :func:`final_metrics` turns any of those into one number 
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -107,22 +108,100 @@ def _load_cached(name: str, models_file: str | None) -> Callable[..., Any]:
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
-    """SHA-256 (16 hex digits) of the function's name and the whole file it is defined in.
+    """SHA-256 (16 hex digits) of the function's name, its whole file and the local modules it imports.
 
-    Editing the function, or anything beside it in its file (a data loader, a helper, a constant it
-    reads), starts fresh results instead of reusing runs of the old code. Code the file imports from
-    elsewhere is not covered: edit it and use a new ``--logs-dir``.
+    Editing the function, anything beside it in its file (a data loader, a helper, a constant it
+    reads), or a module of the user's own that the file imports (one under the file's directory, not
+    an installed package) starts fresh results instead of reusing runs of the old code.
     """
     name = getattr(fn, "__qualname__", repr(fn))
     try:
         path = inspect.getsourcefile(fn)
         src = Path(path).read_text(errors="replace") if path else inspect.getsource(fn)
     except (OSError, TypeError):
+        path = None
         try:
             src = inspect.getsource(fn)
         except (OSError, TypeError):
             src = ""
-    return hashlib.sha256(f"{name}\n{src}".encode()).hexdigest()[:16]
+    blob = f"{name}\n{src}"
+    if path:
+        own = Path(path).resolve()
+        package = (getattr(fn, "__globals__", None) or {}).get("__package__") or ""
+        for local in _local_imports(own, package):
+            root = own.parent
+            blob += f"\n--- {local.relative_to(root).as_posix()}\n{local.read_text(errors='replace')}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _module_path(name: str) -> Path | None:
+    """The ``.py`` file of module ``name`` (imported already, or found on ``sys.path``), else None."""
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None) if module is not None else None
+    if file is None and name.rpartition(".")[0] not in sys.modules and "." in name:
+        return None  # finding a submodule would import its package: not for an import the code has not run
+    if file is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            spec = None
+        file = spec.origin if spec is not None else None
+    return Path(file).resolve() if file and file.endswith(".py") else None
+
+
+def _imported_names(path: Path, package: str) -> list[str]:
+    """Module names a file's import statements name: ``import a.b`` gives a and a.b; ``from a import b`` gives a and a.b."""
+    try:
+        tree = ast.parse(path.read_text(errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                names += [".".join(parts[: i + 1]) for i in range(len(parts))]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if package else ""
+                if not anchor:
+                    continue
+                base = f"{anchor}.{base}" if base else anchor
+            if base:
+                names.append(base)
+            names += [f"{base}.{alias.name}" if base else alias.name for alias in node.names if alias.name != "*"]
+    return names
+
+
+def _is_installed(path: Path) -> bool:
+    """True for the standard library and installed packages: their edits are not the user's code."""
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return True
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return any(path.is_relative_to(p) for p in prefixes)
+
+
+def _local_imports(own: Path, package: str) -> list[Path]:
+    """The user's own Python files (under ``own``'s directory) that ``own`` imports, directly or through each other.
+
+    Read from the import statements, so ``import mydata``, ``from mydata import load`` and
+    ``from helpers import SCALE`` all count; the standard library and installed packages never do.
+    """
+    root = own.parent
+    seen: set[Path] = {own}
+    found: list[Path] = []
+    pending = [(own, package)]
+    while pending:
+        file, pkg = pending.pop()
+        for name in _imported_names(file, pkg):
+            target = _module_path(name)
+            if target is None or target in seen or not target.is_relative_to(root) or _is_installed(target):
+                continue
+            seen.add(target)
+            found.append(target)
+            pending.append((target, name if target.name == "__init__.py" else name.rpartition(".")[0]))
+    return sorted(found)
 
 
 def _keras_use(fn: Callable[..., Any]) -> str:
