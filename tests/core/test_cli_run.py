@@ -83,6 +83,7 @@ def test_config_run_prints_clean_and_faulty_accuracy(tmp_path, weights, capsys):
     faulty_acc = (faulty.argmax(1) == ds.y).mean()
     assert f"clean accuracy {100 * clean_acc:.2f}%" in out
     assert f"faulty accuracy {100 * faulty_acc:.2f}%" in out
+    assert "450 faults, 450 (fault, input) pairs" in " ".join(out.split())  # each config fault hits one input, not 450 x 450 pairs
 
 
 def test_save_outputs_and_pt2_and_pickles(tmp_path, weights, capsys):

@@ -341,7 +341,11 @@ def _run_campaign(*, model, spec, target, ds, out, faults, config, weights, batc
         from ..engine.outputs import save_outputs as _save
 
         _save(target, ds, fl, Path(out), batch_size=batch_size)
-    print_layer_table(summary.layer_sums(), title=f"{model} on {ds.name}: {n_stored} faults x {summary.n_inputs} inputs, criterion {summary.criterion}")
+    sums = summary.layer_sums()
+    pairs = int(sums["n"].sum()) if len(sums) else 0
+    # faults that name one input (a config's per-input faults, a CSV's Input column) are one pair each
+    scope = f"{n_stored} faults x {summary.n_inputs} inputs" if pairs == n_stored * summary.n_inputs else f"{n_stored} faults, {pairs} (fault, input) pairs"
+    print_layer_table(sums, title=f"{model} on {ds.name}: {scope}, criterion {summary.criterion}")
     if config is not None and summary.clean_top1 is not None:
         from ..engine.campaign import faulty_accuracy
 
