@@ -245,6 +245,7 @@ def test_real_process_prints_one_line_without_traceback(tmp_path):
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "unknown weight layer 'conv9'" in r.stderr and "f.csv" in r.stderr, r.stderr  # the line names the fault and the file
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,8 @@ def test_save_outputs_and_pt2_and_pickles(tmp_path, weights, capsys):
     assert code == 2 and "--trust-pickle" in err
     code, _, err = cli(["run", "--model", str(tmp_path / "whole.pt"), "--trust-pickle", "--data", str(tmp_path / "d.npz"), "--faults", str(faults), "--out", str(tmp_path / "o3")], capsys)
     assert code == 0, err
+    c = pd.read_csv(tmp_path / "o3" / "report.csv").drop(columns=["criterion"])
+    pd.testing.assert_frame_equal(a, c)  # the pickled module is the same model: the same outcomes
 
 
 def test_piped_tables_are_not_cut_to_80_columns(tmp_path):

@@ -144,11 +144,17 @@ def test_input_specific_faults(trained_cnn, digits_test):
     x = digits_test.x[:10]
     target = make_target(trained_cnn, example_input=x[:1])
     data = EvalSet.build(target, x, digits_test.y[:10])
-    faults = [Fault(0, "fc2", (3,), (30,), "activation", input=7), Fault(1, "fc1", (0, 5), (30,), "weight", input=2)]
+    # faults whose outcome depends on the input, so running them on another input than the one named would show
+    faults = [Fault(0, "fc2", (3,), (29,), "activation", input=7), Fault(1, "fc1", (3, 5), (30,), "weight", input=2)]
     res = ExactEngine().run(target, data, faults)
     assert [r.n for r in res] == [1, 1]
     want_act = plain_activation_campaign(trained_cnn, x[7:8], [faults[0]])
     np.testing.assert_array_equal(res[0].codes, want_act[0])
+    want_w = plain_weight_campaign(trained_cnn, x[2:3], [faults[1]])  # the weight fault too, on its own input only
+    np.testing.assert_array_equal(res[1].codes, want_w[1])
+    every_act = plain_activation_campaign(trained_cnn, x, [faults[0]])[0]  # the same faults on all ten inputs
+    every_w = plain_weight_campaign(trained_cnn, x, [faults[1]])[1]
+    assert (every_act != want_act[0][0]).any() and (every_w != want_w[1][0]).any()
 
 
 def test_exact_activation_faults_run_on_the_golden_batches():

@@ -105,6 +105,9 @@ def test_injecttf2_probability_and_seed():
     cfg = InjectConfig.from_dict({"inject_layer": {"layer_name": "dense_1", "fault_type": "BitFlip", "bit_flip_type": "RandomBit", "probability": 0.3}})
     a, b = cfg.expand(SITE, 2000, seed=1), cfg.expand(SITE, 2000, seed=1)
     assert list(a) == list(b)
+    assert list(cfg.expand(SITE, 2000, seed=2)) != list(a)  # the seed is used
+    assert all(f.site == "activation" and f.layer == "dense_1" and 0 <= f.index[0] < 10 and 0 <= f.input < 2000 for f in a)
+    assert len({f.input for f in a}) == len(a)  # at most one fault per input
     assert abs(len(a) / 2000 - 0.3) < 0.04
     bits = np.array([f.bits[0] for f in a])
     assert bits.min() >= 0 and bits.max() <= 31 and len(set(bits)) > 20

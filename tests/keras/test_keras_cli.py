@@ -39,6 +39,20 @@ def test_run_injecttf2_config_prints_clean_and_faulty_accuracy(app, model_files,
     clean = 100 * float((predict(seq_model, test.x).argmax(1) == test.y).mean())
     assert float(m.group(1)) == pytest.approx(clean, abs=0.006)
     assert float(m.group(2)) < float(m.group(1))  # flipping a dense_1 output's sign bit hurts
+    # independent: one fault per input (probability 1.0) on a dense_1 output; its sign bit is its sign, and the
+    # softmax after dense_1 keeps the argmax, so the faulty class is the argmax of dense_1's outputs with one negated
+    from faultlab.store import CampaignStore
+    from kmodels import layer_output
+
+    with CampaignStore(tmp_path / "run") as st:
+        faults = list(st.faults())
+    assert sorted(f.input for f in faults) == list(range(len(test.y)))
+    logits = layer_output(seq_model, "dense_1", test.x)
+    for f in faults:
+        assert f.layer == "dense_1" and f.bits == (31,) and f.site == "activation"
+        logits[f.input, f.index[0]] = -logits[f.input, f.index[0]]
+    faulty = 100 * float((logits.argmax(1) == test.y).mean())
+    assert float(m.group(2)) == pytest.approx(faulty, abs=0.006)
 
 
 def test_lambda_model_exits_2_with_a_hint(tmp_path, capsys):
@@ -73,10 +87,26 @@ def test_show_activations_keras(app, model_files, tmp_path):
 
 
 def test_show_activations_torch_activation_fault(app, tmp_path):
+    import numpy as np
+    import torch
+
+    from faultlab.datasets import load_dataset
+    from faultlab.models import pretrained_digits_cnn, pretrained_digits_path
+
+    model = pretrained_digits_cnn()
     out = tmp_path / "torch.png"
-    res = CliRunner().invoke(app, ["show-activations", "--model", "faultlab.models:digits_cnn", "--data", "digits", "--site", "activation", "--fault", "fc2,(3,),31", "-o", str(out)])
+    res = CliRunner().invoke(app, ["show-activations", "--model", "faultlab.models:digits_cnn", "--weights", str(pretrained_digits_path()),
+                                   "--data", "digits", "--site", "activation", "--fault", "fc2,(2,),31", "--input", "2", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert out.exists() and "wrote" in res.output
+    assert out.exists() and f"wrote {out}" in " ".join(res.output.split()) and len(_png_shape(out)) == 3
+    # independent: the sign bit of logit 2 is its sign; fc2 is the last layer, so only its output changes
+    with torch.no_grad():
+        logits = model(torch.as_tensor(load_dataset("digits", "test").x[2:3])).numpy()[0]
+    faulty = logits.copy()
+    faulty[2] = -faulty[2]
+    assert logits[2] != 0 and int(np.argmax(faulty)) != int(np.argmax(logits))  # this fault does change the class
+    assert "1 of 1 layers from fc2 on changed: fc2" in res.output, res.output
+    assert f"top-1 class: golden {int(np.argmax(logits))}, faulty {int(np.argmax(faulty))}" in res.output, res.output
 
 
 def test_show_activations_bad_fault_spec_exits_2(app, model_files, capsys):

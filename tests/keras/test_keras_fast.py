@@ -55,13 +55,14 @@ def test_fast_equals_exact_on_keras_models(which, kind, digits, request):
     x, y = test.x[:60], test.y[:60]
     t = _target(model, x)
     faults = _faults(t, kind, 60, seed=3)
+    before = [np.array(v.numpy(), copy=True) for v in model.weights]  # taken before either engine runs
     fast, res = _compare(t, x, y, faults)
     one_input = sum(f.input is not None for f in faults)  # compared with a one-row golden pass: the exact engine's
     assert one_input and fast.stats["exact"] == one_input and fast.stats["redone"] == 0
     assert fast.stats["node" if kind == "weight" else "act"] == len(faults) - one_input
     assert fast.stats["early_exit_rows"] > 0
     assert len({(r.masked, r.sdc1) for r in res}) > 2  # the faults do not all end alike
-    before = [np.array(v.numpy(), copy=True) for v in model.weights]
+    assert len(before) == len(model.weights) > 0
     for v, b in zip(model.weights, before):  # every weight is back, bit for bit
         assert np.array_equal(v.numpy().view(np.int32), b.view(np.int32))
 

@@ -92,10 +92,21 @@ def test_data_operators_change_what_they_say(rng):
     y = np.repeat(np.arange(4), 50)
     _, y2 = mutate_data("change_label", x, y, 30, np.random.default_rng(1))
     assert (y2 != y).sum() == 60
+    assert (y2[y2 != y] != y[y2 != y]).all() and set(y2) <= set(y)  # relabelled to another existing class
     x3, y3 = mutate_data("delete_training_data", x, y, 25, np.random.default_rng(1))
     assert len(x3) == len(y3) == 150
+    # what is left is a subset of the original (input, label) pairs, each once: rows are dropped, not altered
+    original = {tuple(r): int(c) for r, c in zip(x, y)}  # the random inputs are all distinct
+    assert len(original) == 200
+    assert all(original.get(tuple(r)) == int(c) for r, c in zip(x3, y3))
+    assert len({tuple(r) for r in x3}) == 150
     x4, y4 = mutate_data("make_output_classes_overlap", x, y, 20, np.random.default_rng(1))
     assert len(x4) == 210 and len({tuple(r) for r in x4}) == 200  # 10 duplicated inputs with another label
+    np.testing.assert_array_equal(x4[:200], x)
+    np.testing.assert_array_equal(y4[:200], y)  # the original data is kept as it was
+    copies = [original[tuple(r)] for r in x4[200:]]  # each extra row copies an original input ...
+    assert len(set(copies)) == 1 and len(set(y4[200:].tolist())) == 1
+    assert int(y4[200]) != copies[0]  # ... of one class, relabelled as another class
     x5, _ = mutate_data("add_noise", x, y, 10, np.random.default_rng(1))
     assert int((np.abs(x5 - x).sum(axis=1) > 0).sum()) == 20
     y_unb = np.concatenate([np.zeros(100, int), np.ones(60, int), np.full(40, 2)])

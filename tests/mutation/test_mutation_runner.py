@@ -309,14 +309,19 @@ def test_editing_a_local_module_the_file_imports_starts_fresh(tmp_path, monkeypa
     (pkg / "__init__.py").write_text("from .scaling import SCALE\n")
     (pkg / "scaling.py").write_text("SCALE = 2\n")
     (tmp_path / "mydata.py").write_text("def load():\n    return list(range(50))\n")
+    # an installed package that happens to live below the file's directory (a venv beside the project)
+    installed = tmp_path / "venv" / "lib" / "python3" / "site-packages"
+    installed.mkdir(parents=True)
+    (installed / "vendored_pkg.py").write_text("ONE = 1\n")
     (tmp_path / "train_mod.py").write_text(
-        "import numpy as np\nimport mydata\nfrom helpers import SCALE\n\n\n"
-        "def train(lr=0.1):\n    return len(mydata.load()) * lr * SCALE * float(np.ones(1)[0])\n"
+        "import numpy as np\nimport mydata\nimport vendored_pkg\nfrom helpers import SCALE\n\n\n"
+        "def train(lr=0.1):\n    return len(mydata.load()) * lr * SCALE * float(np.ones(1)[0]) * vendored_pkg.ONE\n"
     )
+    monkeypatch.syspath_prepend(str(installed))
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def fresh_hash() -> str:
-        for name in ("mydata", "helpers", "helpers.scaling"):
+        for name in ("mydata", "helpers", "helpers.scaling", "vendored_pkg"):
             sys.modules.pop(name, None)
         spec = importlib.util.spec_from_file_location("train_mod_under_test", tmp_path / "train_mod.py")
         mod = importlib.util.module_from_spec(spec)
@@ -329,6 +334,9 @@ def test_editing_a_local_module_the_file_imports_starts_fresh(tmp_path, monkeypa
     edited_module = fresh_hash()
     assert edited_module != base  # `import mydata`
     (pkg / "scaling.py").write_text("SCALE = 3\n")
-    assert fresh_hash() != edited_module  # reached through the package's __init__
+    edited_package = fresh_hash()
+    assert edited_package != edited_module  # reached through the package's __init__
     (tmp_path / "notes.py").write_text("X = 1\n")  # beside the file but not imported: no effect
-    assert len({fresh_hash(), fresh_hash()}) == 1
+    assert fresh_hash() == edited_package, "a file the training file does not import changed the hash"
+    (installed / "vendored_pkg.py").write_text("ONE = 1  # upgraded\n")  # an installed package's file: no effect
+    assert fresh_hash() == edited_package, "an installed package's file changed the hash"

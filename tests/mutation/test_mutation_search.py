@@ -80,6 +80,14 @@ def test_spending_sums_to_alpha_and_schedule():
     spend = obrien_fleming_spending([n / 20 for n in looks], 0.05)
     assert sum(spend) == pytest.approx(0.05) and all(s >= 0 for s in spend)
     assert spend[0] < spend[-1]  # O'Brien-Fleming spends little early
+    # Lan & DeMets' O'Brien-Fleming-type function alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)), from scipy here;
+    # its cumulative values at t = 1/4, 1/2, 3/4 are the textbook 0.0001, 0.0056, 0.0236 for alpha = 0.05
+    from scipy.stats import norm
+
+    cum = np.cumsum(spend)
+    want = [2 - 2 * norm.cdf(norm.ppf(0.975) / np.sqrt(t)) for t in (0.25, 0.5, 0.75)]
+    np.testing.assert_allclose(cum[:3], want, rtol=1e-9, atol=1e-15)
+    assert [round(float(c), 4) for c in cum[:3]] == [0.0001, 0.0056, 0.0236]
 
 
 def _simulate(effect: float, sims: int, seed: int) -> tuple[float, float]:

@@ -266,7 +266,7 @@ def test_mutation_sweep_on_cluster_equals_local(ray_head, tmp_path):
     assert remote == local
 
 
-# ------------------------------------------------------------------ the CLI (active once `--executor ray` is wired)
+# ------------------------------------------------------------------ the CLI (`--executor ray --address`)
 def _cli_supports(args: list[str], option: str) -> bool:
     import subprocess
 
@@ -282,8 +282,7 @@ def _faultlab(*args: str) -> None:
 
 
 def test_cli_run_on_cluster_equals_local(ray_head, small_campaign, tmp_path):
-    if not _cli_supports(["run"], "--address"):
-        pytest.skip("faultlab run has no --executor/--address yet (CLI wiring of issue #8)")
+    assert _cli_supports(["run"], "--address") and _cli_supports(["run"], "--executor")  # wired (issue #8): no silent skip
     faults_csv = small_campaign.faults.to_csv(tmp_path / "faults.csv")
     base = ["run", "--model", "faultlab.models:digits_cnn", "--weights", small_campaign.spec.weights,
             "--data", "digits", "--limit", str(len(small_campaign.data)), "--faults", str(faults_csv)]
@@ -295,8 +294,7 @@ def test_cli_run_on_cluster_equals_local(ray_head, small_campaign, tmp_path):
 def test_cli_mutate_on_cluster_equals_local(ray_head, tmp_path):
     import sqlite3
 
-    if not _cli_supports(["mutate", "run"], "--address"):
-        pytest.skip("faultlab mutate run has no --address yet (CLI wiring of issue #8)")
+    assert _cli_supports(["mutate", "run"], "--address") and _cli_supports(["mutate", "run"], "--executor")  # wired (issue #8)
     models = tmp_path / "models.py"
     models.write_text(MUTATION_MODELS)
     base = ["mutate", "run", "--models-file", str(models), "--model", "logreg", "--operator", "learning_rate",

@@ -96,6 +96,13 @@ def test_proportional_sampling_pools_with_fpc(rng):
     k = int((res["sdc1"] > 0).sum())
     assert not total["weighted"] and total["fpc"] and total["population"] == 2 * 64 * 32
     assert total["sdc1_fault_rate"] == pytest.approx(k / 100)
+    # the pooled interval is the Wilson interval with the finite-population correction over both layers' populations
+    from scipy.stats import norm
+
+    lo, hi = fpc_wilson(k, 100, 2 * 64 * 32, norm.ppf(0.975))
+    assert (total["sdc1_fault_lo"], total["sdc1_fault_hi"]) == pytest.approx((lo, hi), abs=1e-9)
+    plain = proportion_confint(k, 100, alpha=0.05, method="wilson")
+    assert hi - lo < plain[1] - plain[0]  # and so narrower than without it
 
 
 def test_repeated_fault_disables_fpc(rng):
@@ -103,6 +110,9 @@ def test_repeated_fault_disables_fpc(rng):
     res = pd.concat([res, res.iloc[[0]].assign(fault_id=999)], ignore_index=True)
     row = rate_table(res, sites=SITES).iloc[0]
     assert not row["fpc"] and "repeats" in row["fpc_note"]
+    k = int((res["sdc1"] > 0).sum())  # the plain Wilson interval, no correction
+    lo, hi = proportion_confint(k, len(res), alpha=0.05, method="wilson")
+    assert (row["sdc1_fault_lo"], row["sdc1_fault_hi"]) == pytest.approx((lo, hi), abs=1e-12)
 
 
 def test_bit_fields_and_bit_tables(rng):

@@ -71,6 +71,26 @@ def test_markov_and_diff(capsys, gru_subject, build_dir, tmp_path):
     assert 0 < cov["state_coverage"] <= 1 and 0 < cov["transition_coverage"] <= 1
     edges = pd.read_csv(tmp_path / "transitions.csv")
     assert edges.groupby("source")["probability"].sum().round(9).eq(1).all()
+    # independent: the stored m=8 abstraction's traces of the training (reference) and test sets, as sets and counts
+    from faultlab.rnn import Abstraction
+
+    ab = Abstraction.load(build_dir / "abstraction_m008.npz")
+    ref, test = ab.traces(gru_subject.train_profile.hidden), ab.traces(gru_subject.test_profile.hidden)
+    ref_states, test_states = set(ref[:, 1:].ravel().tolist()), set(test[:, 1:].ravel().tolist())
+    ref_tr = {(a, b) for r in ref.tolist() for a, b in zip(r[:-1], r[1:])}
+    test_tr = {(a, b) for r in test.tolist() for a, b in zip(r[:-1], r[1:])}
+    assert cov["state_coverage"] == pytest.approx(len(ref_states & test_states) / len(ref_states))
+    assert cov["transition_coverage"] == pytest.approx(len(ref_tr & test_tr) / len(ref_tr))
+    assert (cov["new_states"], cov["new_transitions"]) == (len(test_states - ref_states), len(test_tr - ref_tr))
+    counts: dict = {}
+    for r in ref.tolist():
+        for a, b in zip(r[:-1], r[1:]):
+            counts[(a, b)] = counts.get((a, b), 0) + 1
+    assert sorted((int(a), int(b), int(c)) for a, b, c in edges[["source", "target", "count"]].itertuples(index=False)) == sorted(
+        (a, b, c) for (a, b), c in counts.items())
+    out_of = {a: sum(c for (s, _), c in counts.items() if s == a) for a, _ in counts}
+    for a, b, c, p in edges.itertuples(index=False):
+        assert p == pytest.approx(counts[(a, b)] / out_of[a])
     code, out, _ = run(capsys, "diff", "--model", gru_subject.path, "--build", build_dir, "--components", "8",
                        "--fault", "rnn.weight_ih_l0,(0,3),30", "--out", tmp_path)
     assert code == 0 and "total variation" in out

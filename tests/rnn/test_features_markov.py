@@ -33,10 +33,21 @@ def test_trace_features_layout(fs, width, rng):
     f = trace_features(traces, pred, dist, feature_set=fs)
     assert f.shape == (5, 3, width)
     assert f.min() >= 0 and f.max() <= 1
-    if fs == "all":
-        np.testing.assert_allclose(f[..., 0], traces[:, 1:] / 6)
-        np.testing.assert_allclose(f[..., 1], pred / 3)
-        np.testing.assert_allclose(f[..., 2:], dist[traces[:, 1:]], rtol=1e-6)
+    # independent: each set's columns, in order, from a per-step loop (state id / (S-1), label / (C-1), P(c|state))
+    parts = {"ID": ["id"], "RL": ["rl"], "ID_RL": ["id", "rl"], "CS": ["cs"], "all": ["id", "rl", "cs"]}[fs]
+    want = np.zeros((5, 3, width))
+    for i in range(5):
+        for t in range(3):
+            row = []
+            for part in parts:
+                if part == "id":
+                    row.append(traces[i, t + 1] / 6)  # 7 states: ids 0..6
+                elif part == "rl":
+                    row.append(pred[i, t] / 3)  # 4 classes: labels 0..3
+                else:
+                    row.extend(dist[traces[i, t + 1]])
+            want[i, t] = row
+    np.testing.assert_allclose(f, want, rtol=1e-6)
     padded = trace_features(traces, pred, dist, feature_set=fs, max_len=5)
     assert padded.shape == (5, 5, width) and (padded[:, 3:] == 0).all()
 
@@ -77,6 +88,11 @@ def test_transition_counts_and_chain_against_brute_force(rng):
             brute[a, b] += 1
     np.testing.assert_array_equal(counts, brute)
     chain = markov_chain(traces, n_states=8)
+    for a in range(8):  # P(b | a) = n(a, b) / n(a, .), a zero row where a has no outgoing transition
+        out_of_a = brute[a].sum()
+        for b in range(8):
+            assert chain.probabilities[a, b] == pytest.approx(brute[a, b] / out_of_a if out_of_a else 0.0, abs=1e-12)
+    assert [(s, d, c) for s, d, c, _ in chain.edges()] == [(a, b, int(brute[a, b])) for a in range(8) for b in range(8) if brute[a, b]]
     sums = chain.probabilities.sum(1)
     np.testing.assert_allclose(sums[chain.has_outgoing], 1)
     assert (sums[~chain.has_outgoing] == 0).all() and not chain.has_outgoing[6:].any()

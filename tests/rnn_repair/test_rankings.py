@@ -113,9 +113,19 @@ def test_retraining_without_top_harmful_samples_reduces_target_loss(experiment, 
 
 
 def test_training_loss_baseline_is_the_per_sample_loss(problem):
+    import torch
+
     s = TrainingLoss().scores(problem)
     assert s.shape == (len(problem.x_train),) and np.all(s >= 0)
     np.testing.assert_allclose(s, per_sample_loss(problem.model, problem.x_train, problem.y_train))
+    # independent: cross-entropy -log softmax(z)[y] from the model's logits, in float64 numpy
+    with torch.no_grad():
+        z = problem.model(torch.as_tensor(np.asarray(problem.x_train, np.float32))).double().numpy()
+    zmax = z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z - zmax).sum(axis=1)) + zmax[:, 0]
+    y = np.asarray(problem.y_train, np.int64)
+    np.testing.assert_allclose(s, log_norm - z[np.arange(len(y)), y], rtol=1e-5, atol=1e-6)
+    assert len(set(y.tolist())) > 1 and s.std() > 0  # flipped labels among them: the losses differ
 
 
 def test_kl_through_model_hvps_with_cg_equals_exact_head_hessian():
