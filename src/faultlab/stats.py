@@ -87,6 +87,8 @@ def leveugle_sample_size(
 def _wilson(k: Any, n: Any, z: float, population: Any) -> tuple[np.ndarray, np.ndarray]:
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
+    if not (np.all(np.isfinite(k)) and np.all(np.isfinite(n))):
+        raise FaultlabError("wilson_interval: counts k and n must be finite numbers of faults (got NaN or inf)")
     if np.any(n < 0) or np.any(k < 0) or np.any(k > n):
         raise FaultlabError("wilson_interval: counts must satisfy 0 <= k <= n (k events out of n faults)")
     z2 = z * z
@@ -94,6 +96,8 @@ def _wilson(k: Any, n: Any, z: float, population: Any) -> tuple[np.ndarray, np.n
         f = np.ones_like(n)
     else:
         big_n = np.asarray(population, dtype=float)
+        if not np.all(np.isfinite(big_n)):
+            raise FaultlabError("wilson_interval: population N must be a finite number of faults (got NaN or inf)")
         if np.any(n > big_n):
             raise FaultlabError("wilson_interval: n faults sampled cannot exceed the population N they were drawn from")
         # Finite-population correction of the variance of a sample proportion under simple random

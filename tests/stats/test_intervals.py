@@ -115,3 +115,10 @@ def test_without_fpc_the_finite_population_interval_is_needlessly_wide():
     pop[:K] = True
     k = np.array([pop[rng.choice(N, n, replace=False)].sum() for _ in range(500)])
     assert np.all(achieved_margin(k, n, population=N) < 0.5 * achieved_margin(k, n))
+
+
+@pytest.mark.parametrize("args", [(float("nan"), 3), (1, float("nan")), (1, float("inf")), (1, 3, 0.95, float("nan"))])
+def test_non_finite_counts_raise_instead_of_a_made_up_interval(args):
+    # Regression: wilson_interval(1, nan) returned (0.2065, 1.0) and wilson_interval(nan, 3) (nan, nan).
+    with pytest.raises(FaultlabError, match="finite"):
+        wilson_interval(*args)
