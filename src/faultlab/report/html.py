@@ -405,7 +405,8 @@ def build_report(
         notes.append(
             "Per-layer rates assume the layer's faults are a simple random sample of its (element, bit) pairs (random, per-layer and per-layer-bit plans). "
             "Rows that pool layers sampled at different rates (all layers, per bit, per field) are population-weighted (stratified) estimates with a Wilson interval "
-            "on Kish's effective sample size and no finite-population correction; pooled rows cover only layers with at least one fault in them."
+            "on an effective sample size (the smaller of Kish's and the design-based p(1-p)/V from the per-layer variances) and no finite-population correction; "
+            "pooled rows cover only layers with at least one fault in them."
         )
     elif not fpc:
         notes.append("Finite-population correction turned off (--no-fpc): intervals are plain Wilson intervals, as for an infinite population.")
