@@ -78,6 +78,7 @@ def test_compare_command_terminal_and_html(campaign_dir, quantised_dir, tmp_path
     r = faultlab("compare", campaign_dir, quantised_dir, "--html", out)
     assert r.returncode == 0, r.stderr
     assert "McNemar" in r.stdout and "all layers" in r.stdout
+    assert "not weighted by layer size like the all-layers row of `faultlab report`" in " ".join(r.stdout.split())  # says how it pools
     text = out.read_text()
     assert 'id="compare-table"' in text and "<script" not in text and "data:image/png;base64," in text
 

@@ -206,6 +206,10 @@ def compare(
         "p: McNemar's test.", style="dim",
     )
     console.print("p: * exact binomial test (fewer than 25 discordant faults), else chi-square with continuity correction", style="dim")
+    console.print(
+        "all layers: the faults pooled as drawn, to compare A with B on this list; not weighted by layer size like the "
+        "all-layers row of `faultlab report`, which estimates the model's rate", style="dim",
+    )
     for n in comp.warnings:
         console.print(f"note: {n}", style="yellow", highlight=False)
     if html_out is not None:
