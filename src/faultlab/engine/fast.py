@@ -46,7 +46,7 @@ from ..targets.base import Target
 from ._base import Engine, EvalSet
 from .allocator import tune_allocator
 from .exact import ExactEngine
-from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, rows_equal
+from .fast_graph import MIN_ROWS, TracedModel, UnsupportedModel, bucket, gather_rows, plain_forward, rows_equal
 from .fast_block import Block, BlockReplay, clean_block, write_blocks
 from .fast_keras import KerasGraph
 from .fast_window import Window, WindowReplay, read_region
@@ -211,7 +211,9 @@ class FastEngine(Engine):
             return None
         stackable = (
             pname in ("weight", "bias")
-            and ((isinstance(mod, _CONV) and mod.groups == 1) or isinstance(mod, nn.Linear))
+            # the stacked kernels call the layer's function, not the module: no hooks, no subclass's own forward
+            and any(plain_forward(mod, base) for base in _CONV + (nn.Linear,))
+            and getattr(mod, "groups", 1) == 1
             and len(node.args) == 1
             and not node.kwargs
             and hasattr(node.args[0], "op")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, rows_equal, run_pool_maps
+from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, has_hooks, plain_forward, rows_equal, run_pool_maps
 
 #: modules applied to a block as they are: elementwise, no arithmetic that could round apart
 _EXACT_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -127,12 +127,12 @@ class BlockReplay(PartialReplay):
         if n in tm.meta or n not in tm.tensor_nodes or not isinstance(out_clean, torch.Tensor) or self._ok.get(n) is False:
             return None
         if n.op == "call_module":
-            if len(n.args) != 1 or n.kwargs or n.args[0] not in env:
-                return None
+            mod = tm.modules[str(n.target)]
+            if len(n.args) != 1 or n.kwargs or n.args[0] not in env or has_hooks(mod):
+                return None  # a module with hooks runs on whole rows (a hook may look at the whole output)
             a = n.args[0]
             b, clean_in = env[a], cache[a]
             g = int(b.val.shape[1])
-            mod = tm.modules[str(n.target)]
             if isinstance(mod, _EXACT_ELEMENTWISE) and out_clean.shape == clean_in.shape:
                 return Block(mod(b.val.clone() if tm.inplace[n] else b.val), b.ch)
             if isinstance(mod, nn.Flatten) and mod.start_dim == 1 and mod.end_dim == -1:
@@ -140,7 +140,7 @@ class BlockReplay(PartialReplay):
             if not is_channel(clean_in, g) or out_clean.dim() != clean_in.dim() or out_clean.shape[1] != clean_in.shape[1]:
                 return None
             g_out = out_clean[0].numel() // int(out_clean.shape[1])
-            if isinstance(mod, _BATCH_NORMS) and not mod.training and mod.running_mean is not None:
+            if isinstance(mod, _BATCH_NORMS) and plain_forward(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_mean is not None:
                 fn = lambda blk: self._batch_norm(mod, blk)  # noqa: E731
             elif isinstance(mod, _POOLS) and not getattr(mod, "return_indices", False):
                 shape = (1,) + tuple(clean_in.shape[2:])

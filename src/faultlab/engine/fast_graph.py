@@ -77,6 +77,21 @@ class UnsupportedModel(Exception):
     """The model cannot be replayed node by node (the engine falls back to exact mode)."""
 
 
+def has_hooks(mod: nn.Module) -> bool:
+    """Does calling ``mod`` run forward (pre-)hooks, its own or global ones?
+
+    Such a module must be run by calling it: a hook may change its output (a range-restricting clamp,
+    a no-op on clean values) or compute its weight (``weight_norm``, pruning), so the engine's shortcuts
+    that call the layer's kernel directly (stacked kernels, windows, blocks) would skip it.
+    """
+    from torch.nn.modules import module as _m
+
+    return bool(
+        mod._forward_hooks or mod._forward_pre_hooks
+        or getattr(_m, "_global_forward_hooks", None) or getattr(_m, "_global_forward_pre_hooks", None)
+    )
+
+
 def _tensors(v: Any) -> list[torch.Tensor]:
     if isinstance(v, torch.Tensor):
         return [v]
@@ -85,6 +100,26 @@ def _tensors(v: Any) -> list[torch.Tensor]:
     if isinstance(v, dict):
         return [t for e in v.values() for t in _tensors(e)]
     return []
+
+
+def plain_forward(mod: nn.Module, base: type) -> bool:
+    """Is ``mod`` a ``base`` that computes exactly what ``base`` computes (no hooks, no overridden forward)?
+
+    The engine's shortcuts call a layer's function directly (``F.linear``, ``F.conv2d``, ``F.batch_norm``) on
+    its parameters; a subclass that changes the forward (fake-quantised weights, say) or a module with hooks
+    must be run by calling it.
+    """
+    if not isinstance(mod, base) or has_hooks(mod):
+        return False
+    names = ("forward", "_conv_forward") if hasattr(base, "_conv_forward") else ("forward",)
+    return all(getattr(type(mod), k, None) is getattr(base, k) for k in names)
+
+
+def _flat_nodes(v: Any) -> list[Any]:
+    """The fx nodes in an argument (a node, or nested tuples/lists of them)."""
+    if isinstance(v, (tuple, list)):
+        return [a for e in v for a in _flat_nodes(e)]
+    return [v] if hasattr(v, "op") and hasattr(v, "users") else []
 
 
 def gather_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -170,6 +205,33 @@ class ReplayResult:
     finished: torch.Tensor
 
 
+def _symbolic_trace(model: nn.Module) -> Any:
+    """``torch.fx.symbolic_trace``, with ``a += b`` (and ``-= *= /= **=``) recorded as the in-place op it is.
+
+    fx's proxies have no ``__iadd__``, so Python runs ``a = a + b``: the graph holds a new value while the
+    real model changes ``a``'s tensor in place, which every other name for that tensor then reads
+    (``g = h; g *= mask; f(h)``). Recorded as ``operator.iadd`` & co., such a change is seen like any other
+    in-place op (:meth:`TracedModel._check_inplace`).
+    """
+    import torch.fx as fx
+
+    class _Proxy(fx.Proxy):
+        pass
+
+    for name, fn in (("__iadd__", operator.iadd), ("__isub__", operator.isub), ("__imul__", operator.imul),
+                     ("__itruediv__", operator.itruediv), ("__ipow__", operator.ipow)):
+        setattr(_Proxy, name, lambda self, other, _fn=fn: self.tracer.create_proxy("call_function", _fn, (self, other), {}))
+
+    class _Tracer(fx.Tracer):
+        def proxy(self, node: Any) -> Any:
+            return _Proxy(node, self)
+
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
+    return fx.GraphModule(tracer.root, graph, name)
+
+
 class TracedModel:
     """A module traced once with ``torch.fx``; raises :class:`UnsupportedModel` if that fails."""
 
@@ -177,7 +239,7 @@ class TracedModel:
         import torch.fx as fx
 
         try:
-            self.gm = fx.symbolic_trace(model)
+            self.gm = _symbolic_trace(model)
         except Exception as e:  # fx raises many kinds of errors on data-dependent control flow
             raise UnsupportedModel(f"torch.fx cannot trace {type(model).__name__}: {type(e).__name__}: {e}") from None
         self.fx = fx
@@ -190,6 +252,11 @@ class TracedModel:
         self.order = {n: i for i, n in enumerate(nodes)}
         self.body = [n for n in nodes if n.op not in ("placeholder", "output")]
         self.modules = dict(model.named_modules())
+        called = {str(n.target) for n in nodes if n.op == "call_module"}
+        for name, m in self.modules.items():
+            # fx inlines every module it does not call as a leaf (the model itself, user blocks): their hooks are lost
+            if name not in called and has_hooks(m):
+                raise UnsupportedModel(f"module {name or type(model).__name__!r} has forward hooks that the torch.fx graph does not run")
         dynamic = {self.input}
         for n in nodes:
             if any(a in dynamic for a in n.all_input_nodes):
@@ -227,8 +294,41 @@ class TracedModel:
             return str(n.target).endswith("_") and not str(n.target).startswith("_")
         if n.op == "call_function":
             name = getattr(n.target, "__name__", "")
-            return n.target in _INPLACE_FUNCTIONS or bool(n.kwargs.get("inplace")) or (name.endswith("_") and not name.startswith("_"))
+            return n.target in _INPLACE_FUNCTIONS or bool(n.kwargs.get("inplace")) or "out" in n.kwargs or (name.endswith("_") and not name.startswith("_"))
         return False
+
+    def _mutated(self, n: Any) -> list[Any]:
+        """The graph values an in-place node ``n`` writes into: its ``out=`` argument, else its first argument."""
+        if n.op == "call_function" and "out" in n.kwargs:
+            return _flat_nodes(n.kwargs["out"])
+        return _flat_nodes(n.args[:1])
+
+    def _check_inplace(self, env: dict[Any, Any]) -> None:
+        """Refuse models where a value changed in place is read again afterwards through another node.
+
+        The graph replays each node on copies of its inputs (cached clean values must not change), so a
+        later reader of the original node (or of any view of its memory) gets the value from before the
+        change, while the real model reads the changed one. An in-place op that is a no-op on clean values
+        (``h.clamp_(-20, 20)`` whose result is not used) would pass the golden check and then give faulty
+        rows a different outcome than the real model.
+        """
+        ptrs_of: dict[Any, set[int]] = {}
+        for m, v in env.items():
+            ptrs_of[m] = {t.untyped_storage().data_ptr() for t in _tensors(v) if t.numel()}
+        for n in self.body:
+            if not self.inplace[n]:
+                continue
+            written: set[int] = set()
+            for a in self._mutated(n):
+                written |= ptrs_of.get(a, set())
+            if not written:
+                continue
+            for m, ptrs in ptrs_of.items():
+                if m is n or not (ptrs & written):
+                    continue
+                late = [u for u in m.users if u is not n and self.order.get(u, -1) > self.order[n]]
+                if late:
+                    raise UnsupportedModel(f"node {n.name} changes {m.name} in place, and {late[0].name} reads it afterwards")
 
     def _can_mask(self, n: Any) -> bool:
         """Can this node turn a faulty row back into the clean one (ReLU, max-pooling, clamping)?
@@ -296,6 +396,7 @@ class TracedModel:
             else:
                 raise UnsupportedModel(f"node {n.name} mixes inputs across the batch (shape {[tuple(t.shape) for t in ts]})")
         self.row_bytes[self.input] = env[self.input].numel() * env[self.input].element_size() // max(nb, 1)
+        self._check_inplace(env)
         self.checked = True
 
     def cache_row_bytes(self) -> int:
@@ -586,4 +687,4 @@ class PartialReplay:
         return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
 
 
-__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "run_pool", "run_pool_maps", "POOL_GROUP", "UnsupportedModel", "MIN_ROWS", "rows_equal", "first_tensor"]
+__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "run_pool", "run_pool_maps", "POOL_GROUP", "UnsupportedModel", "has_hooks", "plain_forward", "MIN_ROWS", "rows_equal", "first_tensor"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, run_pool, rows_equal
+from .fast_graph import MIN_ROWS, PartialReplay, TracedModel, gather_rows, has_hooks, plain_forward, run_pool, rows_equal
 
 #: a node runs on its window only while the window covers less than this share of its map
 MAX_SHARE = 0.55
@@ -302,7 +302,7 @@ class WindowReplay(PartialReplay):
     def _sliding(self, n: Any, mod: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None:
         """(kernel, stride, padding, dilation) of a Conv2d / MaxPool2d node that can run on a window, else None."""
         if isinstance(mod, nn.Conv2d):
-            if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+            if not plain_forward(mod, nn.Conv2d) or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
                 return None
             return mod.kernel_size, mod.stride, mod.padding, mod.dilation  # type: ignore[return-value]
         if isinstance(mod, nn.MaxPool2d):
@@ -372,8 +372,8 @@ class WindowReplay(PartialReplay):
         OH, OW = int(out_clean.shape[2]), int(out_clean.shape[3])
         if n.op == "call_module":
             mod = tm.modules[str(n.target)]
-            if len(n.args) != 1 or n.kwargs or n.args[0] not in env:
-                return None
+            if len(n.args) != 1 or n.kwargs or n.args[0] not in env or has_hooks(mod):
+                return None  # a module with hooks runs on whole maps (a hook may look at the whole output)
             a = n.args[0]
             win = env[a]
             if isinstance(mod, _ELEMENTWISE_MODULES):

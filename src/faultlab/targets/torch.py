@@ -229,10 +229,20 @@ class TorchTarget(Target):
                 cache[n_rows] = out
             return cache[n_rows]
 
+        indexed = [(f, site) for f, _, site in items if f.index is not None]
+
         def hook(mod: nn.Module, inp: Any, out: Any) -> Any:
             t0 = first_tensor(out)
             if t0 is None:
                 return None
+            if indexed and tuple(t0.shape[1:]) != tuple(indexed[0][1].shape):
+                # a module called again on other shapes (one ReLU shared by several layers): an element index
+                # names no element of this call's output; say so instead of an IndexError from deep in torch
+                f, site = indexed[0]
+                raise FaultSpecError(
+                    f"activation site {site.name}: the module is called with output shape {tuple(t0.shape[1:])}, not the traced "
+                    f"{tuple(site.shape)} (a module called several times on different shapes); fault {f.id} cannot be placed"
+                )
             # keep the memory format: downstream kernels (and so rounding) depend on it
             t = t0.clone()
             for model, idx, m in groups_for(t.shape[0]):
