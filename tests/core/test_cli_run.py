@@ -61,6 +61,44 @@ def test_generate_is_seeded_and_uniform(tmp_path, weights, capsys):
     assert code == 0 and {f.layer for f in acts} == {"relu3"} and {f.bits[0] for f in acts} <= {30, 31}
 
 
+
+REUSED_RELU = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.fc1, self.fc2 = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(256, 16), nn.Linear(16, 10)
+        self.act = nn.ReLU()  # one ReLU module after conv1 and after fc1, as tutorial CNNs often do
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(self.act(self.conv1(x)).flatten(1))))
+
+
+def net():
+    torch.manual_seed(0)
+    return Net()
+"""
+
+
+def test_a_module_called_twice_is_named_by_layers_and_refused_as_a_fault_site(tmp_path, capsys):
+    (tmp_path / "reused.py").write_text(REUSED_RELU)
+    model = f"{tmp_path / 'reused.py'}:net"
+    code, out, err = cli(["layers", "--model", model], capsys)
+    assert code == 0, err
+    rows = [line.replace("│", " ").split() for line in out.splitlines()]
+    assert not any(r[:2] == ["act", "activation"] for r in rows if len(r) > 1)  # two outputs: no one activation site
+    assert any(r[:2] == ["fc1", "activation"] for r in rows if len(r) > 1)
+    assert "called several times per forward pass: act (2 calls)" in " ".join(out.split())
+    csv = tmp_path / "f.csv"
+    csv.write_text('Injection,Layer,TensorIndex,Bit,Site\n0,act,"(3,)",30,activation\n')
+    code, out, err = cli(["run", "--model", model, "--data", "digits", "--faults", str(csv), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "f.csv" in err and "'act' is called 2 times per forward pass" in err, err
+    assert not (tmp_path / "o").exists()
+
 def test_config_run_prints_clean_and_faulty_accuracy(tmp_path, weights, capsys):
     cfg = tmp_path / "c.yml"
     cfg.write_text("inject_layer:\n  layer_name: fc2\n  fault_type: BitFlip\n  bit_flip_type: SpecificBit\n  bit_number: 31\n  probability: 1.0\n")

@@ -280,5 +280,28 @@ def test_module_reused_on_other_shapes_gives_a_clear_error(digits):
     data = EvalSet.build(target, x, y)
     faults = [Fault(0, "act", (1, 2, 3), (30,), "activation")]
     for eng in (FastEngine(), ExactEngine()):
-        with pytest.raises(FaultSpecError, match="act.*called several times"):
+        with pytest.raises(FaultSpecError, match="'act' is called 2 times per forward pass"):
             eng.run(target, data, faults)
+    # its outputs are two tensors: not an activation site, so planners never draw it; the layers around it are sites
+    acts = {s.name for s in target.sites() if s.kind == "activation"}
+    assert target.reused_modules == {"act": 2} and "act" not in acts and {"c1", "fc1", "fc2"} <= acts
+
+
+def test_module_reused_on_the_same_shape_is_not_an_activation_site(digits):
+    """One ReLU after two same-width linear layers: a hook on it would flip the element in both outputs, two faults."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(64, 16), nn.Linear(16, 16), nn.Linear(16, 10)
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc3(self.act(self.fc2(self.act(self.fc1(x.flatten(1))))))
+
+    x, _ = digits
+    target = TorchTarget(Net(), example_input=x[:1])
+    assert target.reused_modules == {"act": 2}
+    assert [s.name for s in target.sites() if s.kind == "activation"] == ["fc1", "fc2", "fc3"]
+    with pytest.raises(FaultSpecError, match="'act' is called 2 times"):
+        target.check_fault(Fault(0, "act", (3,), (30,), "activation"))

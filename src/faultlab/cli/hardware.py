@@ -143,6 +143,11 @@ def layers(
     for s in target.sites():
         table.add_row(s.name, s.kind, s.layer_type, str(s.shape), s.dtype, f"{s.numel:,}")
     console.print(table)
+    reused = getattr(target, "reused_modules", {})
+    if reused:
+        listed = ", ".join(f"{name} ({calls} calls)" for name, calls in reused.items())
+        console.print(f"not activation sites, called several times per forward pass: {listed}; "
+                      "fault the layer that feeds each use, or give each use its own module", style="dim", highlight=False)
 
 
 @faults_app.command("generate")

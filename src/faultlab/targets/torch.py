@@ -51,6 +51,8 @@ class TorchTarget(Target):
         self._modules = dict(model.named_modules())
         self._act_shapes: dict[str, tuple[tuple[int, ...], str]] | None = None
         self._act_order: list[str] = []
+        #: modules called more than once per forward pass (name -> calls): not activation sites
+        self.reused_modules: dict[str, int] = {}
         self._sites: list[Site] | None = None
         if example_input is not None:
             self.trace(example_input)
@@ -61,10 +63,12 @@ class TorchTarget(Target):
         xt = self.to_tensor(x[:1])
         shapes: dict[str, tuple[tuple[int, ...], str]] = {}
         order: list[str] = []
+        calls: dict[str, int] = {}
         handles = []
 
         def rec(name: str) -> Callable:
             def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+                calls[name] = calls.get(name, 0) + 1
                 t = first_tensor(out)
                 if t is not None and name not in shapes and t.dim() >= 1:
                     shapes[name] = (tuple(t.shape[1:]), _dtype_name(t.dtype))
@@ -84,6 +88,7 @@ class TorchTarget(Target):
             for h in handles:
                 h.remove()
         self._act_shapes, self._act_order, self._sites = shapes, order, None
+        self.reused_modules = {name: c for name, c in calls.items() if c > 1 and name in shapes}
 
     def _param_site_name(self, module: str, pname: str) -> str:
         if pname == "weight" and module:
@@ -98,6 +103,8 @@ class TorchTarget(Target):
                     sites.append(Site(self._param_site_name(mname, pname), "weight", mname, type(mod).__name__, tuple(p.shape), _dtype_name(p.dtype)))
             if self._act_shapes is not None:
                 for name in self._act_order:
+                    if name in self.reused_modules:
+                        continue  # several outputs per forward pass: no one tensor for a fault to name
                     shape, dt = self._act_shapes[name]
                     sites.append(Site(name, "activation", name, type(self._modules[name]).__name__, shape, dt))
             self._sites = sites
@@ -106,6 +113,11 @@ class TorchTarget(Target):
     def site(self, name: str, kind: str) -> Site:  # type: ignore[override]
         if kind == "activation" and self._act_shapes is None:
             raise FaultSpecError("activation sites need the input shape: trace the target with an example input first")
+        if kind == "activation" and name in self.reused_modules:
+            raise FaultSpecError(
+                f"activation layer {name!r} is called {self.reused_modules[name]} times per forward pass, so its output is "
+                "several tensors and a fault cannot name one; fault the layer that feeds it, or give each use its own module"
+            )
         return super().site(name, kind)  # type: ignore[arg-type]
 
     def _aliases(self, site: Site) -> list[str]:
