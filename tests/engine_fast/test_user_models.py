@@ -47,13 +47,17 @@ def _faults(layer: str, site: str, indices: list[tuple[int, ...]], start: int = 
     return [Fault(start + i, layer, idx, (BITS[i % len(BITS)],), site) for i, idx in enumerate(indices)]  # type: ignore[arg-type]
 
 
-class ClampInPlace(nn.Module):
-    """``h.clamp_(...)`` as a statement: the graph's later readers of ``h`` read the clamped tensor in the real model."""
+class TwoLinear(nn.Module):
+    """fc1 (64 -> 32) and fc2 (32 -> 10); subclasses write the forward under test."""
 
     def __init__(self) -> None:
         super().__init__()
         self.fc1 = nn.Linear(64, 32)
         self.fc2 = nn.Linear(32, 10)
+
+
+class ClampInPlace(TwoLinear):
+    """``h.clamp_(...)`` as a statement: the graph's later readers of ``h`` read the clamped tensor in the real model."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x.flatten(1))
@@ -62,41 +66,35 @@ class ClampInPlace(nn.Module):
 
 
 def test_value_changed_in_place_and_read_again_falls_back(digits, caplog):
+    with caplog.at_level(logging.WARNING, logger="faultlab"):
+        _fc1_faults_fall_back(ClampInPlace(), digits)
+    assert "changes fc1 in place" in caplog.text
+
+
+def _fc1_faults_fall_back(model: TwoLinear, digits) -> None:
+    """12 fc1 weight and 12 fc1 activation faults all run exact, with the plain loop's outcomes."""
     x, y = digits
     torch.manual_seed(0)
-    target = TorchTarget(ClampInPlace(), example_input=x[:1])
+    model.load_state_dict(TwoLinear().state_dict())
+    target = TorchTarget(model, example_input=x[:1])
     data = EvalSet.build(target, x, y)
     faults = _faults("fc1", "weight", [(i % 32, 5 * i % 64) for i in range(12)])
     faults += _faults("fc1", "activation", [(3 * i % 32,) for i in range(12)], start=12)
-    with caplog.at_level(logging.WARNING, logger="faultlab"):
-        eng = _assert_same_as_plain(target, data, faults)
+    eng = _assert_same_as_plain(target, data, faults)
     assert eng.stats["exact"] == len(faults)
-    assert "changes fc1 in place" in caplog.text
 
 
 def test_augmented_assignment_through_another_name_falls_back(digits):
     """``g = h; g *= mask`` changes ``h`` too; fx alone records ``g = g * mask`` and the graph's ``h`` stays as it was."""
 
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc1 = nn.Linear(64, 32)
-            self.fc2 = nn.Linear(32, 10)
-
+    class Net(TwoLinear):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.fc1(x.flatten(1))
             g = h
             g *= (g.abs() < 20).float()  # zero out-of-range values: a no-op on clean ones
             return self.fc2(torch.relu(h))
 
-    x, y = digits
-    torch.manual_seed(0)
-    target = TorchTarget(Net(), example_input=x[:1])
-    data = EvalSet.build(target, x, y)
-    faults = _faults("fc1", "weight", [(i % 32, 5 * i % 64) for i in range(12)])
-    faults += _faults("fc1", "activation", [(3 * i % 32,) for i in range(12)], start=12)
-    eng = _assert_same_as_plain(target, data, faults)
-    assert eng.stats["exact"] == len(faults)
+    _fc1_faults_fall_back(Net(), digits)
 
 
 def test_in_place_ops_whose_result_is_used_stay_fast(digits):
