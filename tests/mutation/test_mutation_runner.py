@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from faultlab.errors import FaultlabError
@@ -48,6 +49,22 @@ def test_seeded_runs_repeat_and_originals_are_shared(tmp_path, toy_env):
     assert _metrics(other, sweep.original_hash) == first
     store.close()
     other.close()
+
+
+def test_runs_get_fresh_data_and_only_mutants_get_the_mutation(tmp_path):
+    """A function that edits x_train in place must not change later runs; the data mutation reaches mutant runs only."""
+    clean = float(np.arange(60, dtype=np.float32).sum())  # load_training_data() in toy_models
+    with MutationStore(path=tmp_path) as store:
+        sweep = MutationSweep(model=ModelRef(name="toy_data", models_file=TOY_FILE), store=store, runs=3)
+        run_sweep(sweep, [("delete_training_data", 50.0), ("change_label", 50.0)])
+        orig = [r.metrics for r in store.runs(sweep.original_hash)]
+        assert [m["x_sum"] for m in orig] == [clean] * 3 and [m["n"] for m in orig] == [30] * 3
+        assert [m["y_sum"] for m in orig] == [30.0] * 3
+        deleted = [r.metrics for r in store.runs(sweep.mutant("delete_training_data", 50.0))]
+        assert [m["n"] for m in deleted] == [15] * 3  # int(10 * 50 / 100) = 5 of each class
+        relabelled = [r.metrics for r in store.runs(sweep.mutant("change_label", 50.0))]
+        # trained after the original and the deletion runs in the same process, still on clean inputs
+        assert all(m["x_sum"] == clean and m["n"] == 30 and m["y_sum"] != 30.0 for m in relabelled)
 
 
 def test_seed_is_passed_when_accepted(tmp_path):
@@ -340,3 +357,24 @@ def test_editing_a_local_module_the_file_imports_starts_fresh(tmp_path, monkeypa
     assert fresh_hash() == edited_package, "a file the training file does not import changed the hash"
     (installed / "vendored_pkg.py").write_text("ONE = 1  # upgraded\n")  # an installed package's file: no effect
     assert fresh_hash() == edited_package, "an installed package's file changed the hash"
+
+
+def test_data_operator_keys_carry_their_definition_revision():
+    """Runs of the data operators' older definitions are not reused; other keys are as they were."""
+    import hashlib
+    import json
+
+    from faultlab.mutation.operators import DATA_OPERATOR_REVISION
+    from faultlab.mutation.store import config_hash
+
+    def key(**extra):  # the key's formula written out: sha256 of the sorted JSON, 24 hex digits
+        blob = {"source": "abc", "model": "m", "fixed": {"epochs": 2}, "seed": 0, **extra}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
+
+    common = dict(source_hash="abc", model="m", fixed={"epochs": 2}, base_seed=0)
+    assert DATA_OPERATOR_REVISION >= 2
+    assert config_hash(**common, operator=None, value=None) == key(operator=None, value=None)
+    assert config_hash(**common, operator="learning_rate", value=0.1) == key(operator="learning_rate", value=0.1)
+    got = config_hash(**common, operator="change_label", value=10.0)
+    assert got == key(operator="change_label", value=10.0, definition=DATA_OPERATOR_REVISION)
+    assert got != key(operator="change_label", value=10.0)  # the key before the definitions changed

@@ -51,8 +51,21 @@ def toy_val(shift=0.0, validation_split=0.2):
     return {"val_accuracy": 0.9 - shift - (0.0 if validation_split else 0.05)}
 
 
+def load_training_data():
+    """Training data for ``toy_data``: 30 inputs of 2 features, three classes of 10."""
+    x = np.arange(60, dtype=np.float32).reshape(30, 2)
+    return x, np.repeat(np.arange(3), 10)
+
+
+def toy_data(x_train, y_train, shift=0.0):
+    """Edits its data in place (as ``x_train /= 255`` would) and reports what it was given."""
+    given = float(np.sum(x_train))
+    x_train += 1.0
+    return {"val_accuracy": 0.9 - shift, "x_sum": given, "n": len(x_train), "y_sum": float(np.sum(y_train))}
+
+
 def broken(width=3):
     raise ValueError("this training function always fails")
 
 
-MODEL_TYPES = {"toy": toy, "toy_seeded": toy_seeded, "broken": broken, "flaky": flaky, "toy_val": toy_val}
+MODEL_TYPES = {"toy": toy, "toy_seeded": toy_seeded, "broken": broken, "flaky": flaky, "toy_val": toy_val, "toy_data": toy_data}

@@ -35,6 +35,9 @@ NOT_OPERATORS = frozenset(
      "seed", "verbose", "callbacks", "logs_dir", "self"}
 )
 DATA_OPERATORS = ("change_label", "delete_training_data", "unbalance_train_data", "add_noise", "make_output_classes_overlap")
+#: revision of the data operators' definitions, part of their store keys: runs made under an earlier
+#: definition (before 2: shares of all samples, noise at the data's whole SD) are not reused
+DATA_OPERATOR_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -126,45 +129,75 @@ class Operator:
 
 
 # ---------------------------------------------------------------- data operators (DeepCrime)
+def _share(count: int, percent: float) -> int:
+    """How many of ``count`` samples ``percent`` % affects: DeepCrime's ``int(count * percent / 100)`` (rounded down)."""
+    return int(count * percent / 100.0)
+
+
+def _label_groups(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct labels (rows, for one-hot labels), each sample's label index, and the label counts, as DeepCrime's
+    ``np.unique(y, axis=0)``: labels in sorted order, so ties between counts go to the first label."""
+    labels, inverse, counts = np.unique(y, axis=0, return_inverse=True, return_counts=True)
+    return labels, np.asarray(inverse).reshape(-1), counts
+
+
 def mutate_data(name: str, x: np.ndarray, y: np.ndarray, percent: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """DeepCrime's training-data faults, ``percent`` of the data affected, drawn from ``rng``."""
+    """DeepCrime's training-data faults (``operators/training_data_operators.py``), drawn from ``rng``.
+
+    ``percent`` % of the affected samples, rounded down: *change_label* relabels that share of the
+    most frequent class, each to another class drawn uniformly; *delete_training_data* deletes that
+    share of every class (of all samples for regression labels); *unbalance_train_data* deletes that
+    share of every class with fewer samples than the mean class count (never a class's last sample);
+    *add_noise* adds to that share of the inputs Gaussian noise whose SD is ``percent`` % of the
+    input's own SD; *make_output_classes_overlap* appends copies of that share of the most frequent
+    class's inputs labelled as the second most frequent class.
+    """
     x = np.asarray(x)
     y = np.asarray(y)
     n = len(x)
-    k = int(round(n * percent / 100.0))
     if name == "change_label":
-        classes = np.unique(y)
-        idx = rng.choice(n, size=k, replace=False)
+        labels, inverse, counts = _label_groups(y)
+        if len(labels) < 2:
+            return x, y
+        top = int(np.argmax(counts))
+        members = np.flatnonzero(inverse == top)
+        idx = rng.choice(members, size=_share(len(members), percent), replace=False)
+        others = np.delete(labels, top, axis=0)
         y = y.copy()
-        for i in idx:  # a different class, uniformly
-            others = classes[classes != y[i]]
-            y[i] = rng.choice(others)
+        y[idx] = others[rng.integers(0, len(others), size=len(idx))]  # another class, uniformly
         return x, y
-    if name == "delete_training_data":
-        keep = np.sort(rng.choice(n, size=max(1, n - k), replace=False))
-        return x[keep], y[keep]
-    if name == "unbalance_train_data":
-        classes, counts = np.unique(y, return_counts=True)
-        minority = classes[counts <= np.median(counts)]
-        drop: list[int] = []
-        for c in minority:
-            members = np.flatnonzero(y == c)
-            m = int(round(len(members) * percent / 100.0))
-            drop.extend(rng.choice(members, size=min(m, len(members) - 1), replace=False).tolist())
-        keep = np.setdiff1d(np.arange(n), np.asarray(drop, dtype=int))
+    if name in ("delete_training_data", "unbalance_train_data"):
+        if name == "delete_training_data" and not np.issubdtype(y.dtype, np.integer):  # regression: any samples
+            drop = rng.choice(n, size=min(_share(n, percent), n - 1), replace=False)
+        else:
+            _, inverse, counts = _label_groups(y)
+            parts = []
+            for c, count in enumerate(counts):
+                if name == "unbalance_train_data" and not count < counts.mean():
+                    continue
+                members = np.flatnonzero(inverse == c)
+                k = _share(len(members), percent)
+                parts.append(rng.choice(members, size=min(k, len(members) - 1), replace=False))
+            drop = np.concatenate(parts) if parts else np.zeros(0, int)
+        keep = np.setdiff1d(np.arange(n), drop)
         return x[keep], y[keep]
     if name == "add_noise":
-        idx = rng.choice(n, size=k, replace=False)
-        x = x.astype(np.float32, copy=True)
-        x[idx] += rng.normal(0.0, float(x.std()) or 1.0, size=x[idx].shape).astype(np.float32)
+        idx = rng.choice(n, size=_share(n, percent), replace=False)
+        x = x.astype(np.result_type(x.dtype, np.float32), copy=True)
+        if len(idx):
+            rows = x[idx]
+            sd = rows.reshape(len(idx), -1).std(axis=1) * (percent / 100.0)  # each input's own SD, scaled
+            noise = rng.normal(0.0, 1.0, size=rows.shape) * sd.reshape((-1,) + (1,) * (rows.ndim - 1))
+            x[idx] = rows + noise.astype(x.dtype)
         return x, y
     if name == "make_output_classes_overlap":
-        classes, counts = np.unique(y, return_counts=True)
-        order = np.argsort(-counts)
-        a, b = classes[order[0]], classes[order[1 % len(classes)]]
-        members = np.flatnonzero(y == a)
-        idx = rng.choice(members, size=int(round(len(members) * percent / 100.0)), replace=False)
-        return np.concatenate([x, x[idx]]), np.concatenate([y, np.full(len(idx), b, dtype=y.dtype)])
+        labels, inverse, counts = _label_groups(y)
+        order = np.argsort(-counts, kind="stable")
+        a, b = order[0], order[1 % len(order)]
+        members = np.flatnonzero(inverse == a)
+        idx = rng.choice(members, size=_share(len(members), percent), replace=False)
+        relabelled = np.repeat(labels[b : b + 1], len(idx), axis=0).astype(y.dtype)
+        return np.concatenate([x, x[idx]]), np.concatenate([y, relabelled])
     raise FaultSpecError(f"unknown data operator {name!r}; expected one of {', '.join(DATA_OPERATORS)}")
 
 
@@ -210,7 +243,7 @@ def domain_for(name: str, default: Any) -> Domain | None:
     if isinstance(default, (int, float)) or default is None:
         if low_name in ("learning_rate", "lr"):
             d = float(default or 1e-3)
-            return _numeric(d, d / 1000, d * 1000, integer=False, sweep=(d / 10, d * 10), search_to=d * 1000)
+            return _numeric(d, d / 1000, d * 1000, integer=False, sweep=(d / 10, d * 10), search_to=d / 1000)
         if "dropout" in low_name or low_name.endswith("_rate") or low_name == "rate":
             d = float(default or 0.0)
             return _numeric(d, 0.0, 0.95, integer=False, sweep=(0.25, 0.5, 0.75), search_to=0.95)
@@ -225,7 +258,7 @@ def domain_for(name: str, default: Any) -> Domain | None:
             if "batch" in low_name:
                 return _numeric(d, 1, max(4096, 4 * d), integer=True, sweep=(max(1, d // 4), 4 * d), search_to=max(4096, 4 * d))
             if "patience" in low_name:
-                return _numeric(d, 0, max(1, 4 * d), integer=True, sweep=(0, max(1, d // 2)), search_to=0)
+                return _numeric(d, 0, max(1, 4 * d), integer=True, sweep=(0, max(1, d // 2)), search_to=1 if d > 1 else 0)
             if "depth" in low_name or "layers" in low_name:
                 return _numeric(d, 1, max(2, 2 * d), integer=True, sweep=(1, d + 1), search_to=1)
             if any(s in low_name for s in ("unit", "hidden", "filters", "size", "width", "neurons")):

@@ -95,8 +95,8 @@ class TrainingWorker:
 
     def __call__(self, task: RunTask) -> dict[str, Any]:
         kwargs = dict(self.fixed)
-        if self.data is not None:
-            kwargs["x_train"], kwargs["y_train"] = self.data
+        if self.data is not None:  # fresh copies: a function that edits its data in place must not reach later runs
+            kwargs["x_train"], kwargs["y_train"] = (a.copy() for a in self.data)
         if task.operator is not None:
             kwargs = task.operator.apply(kwargs, task.value, np.random.default_rng(task.seed))
         start = time.perf_counter()

@@ -45,10 +45,18 @@ def value_json(value: Any) -> str:
 
 def config_hash(*, source_hash: str, model: str, fixed: dict[str, Any], base_seed: int,
                 operator: str | None, value: Any) -> str:
-    """Key of a configuration: the function source, fixed arguments, seeds, and the mutation (None: original)."""
-    blob = json.dumps({"source": source_hash, "model": model, "fixed": fixed, "seed": base_seed,
-                       "operator": operator, "value": value if operator is not None else None},
-                      sort_keys=True, default=repr)
+    """Key of a configuration: the function source, fixed arguments, seeds, and the mutation (None: original).
+
+    A data operator's key also holds the revision of its definition, so runs of an older faultlab's
+    definition are trained again rather than reused.
+    """
+    from .operators import DATA_OPERATOR_REVISION, DATA_OPERATORS
+
+    key = {"source": source_hash, "model": model, "fixed": fixed, "seed": base_seed,
+           "operator": operator, "value": value if operator is not None else None}
+    if operator in DATA_OPERATORS:
+        key["definition"] = DATA_OPERATOR_REVISION
+    blob = json.dumps(key, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
