@@ -126,3 +126,19 @@ def test_a_large_fault_changes_the_traffic(gru_subject, gru_abstraction):
         faulty = a.traces(profile_model(s.model, s.test.x).hidden)
     d = diff_traces(clean, faulty, n_states=a.n_states)
     assert d.state_distance > 0 and len(d.top_states()) > 0
+
+
+def test_nearest_traces_ties_from_normalised_states_go_to_the_lower_index(rng):
+    """States / (n_states - 1) are not exact binary fractions: equal distances must still tie (audit 11).
+
+    The reference is exact integer arithmetic: the L1 distance of the integer state traces.
+    """
+    n_states = 31
+    refs = rng.integers(0, n_states, size=(300, 9))
+    targets = rng.integers(0, n_states, size=(20, 9))
+    idx, dist = nearest_traces(normalise_traces(targets, n_states=n_states), normalise_traces(refs, n_states=n_states), k=10)
+    for i, t in enumerate(targets):
+        l1 = np.abs(refs - t).sum(1)  # exact integers
+        order = sorted(range(len(refs)), key=lambda j: (l1[j], j))[:10]
+        np.testing.assert_array_equal(idx[i], order)
+        np.testing.assert_allclose(dist[i], l1[order] / (9 * (n_states - 1)), rtol=1e-6)

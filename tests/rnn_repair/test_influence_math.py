@@ -103,3 +103,27 @@ def test_removing_top_harmful_reduces_target_loss_and_top_helpful_raises_it():
     assert loss_without(order[-10:]) > base
     # the flipped samples dominate the harmful end
     assert len(set(order[:12].tolist()) & set(flipped.tolist())) >= 6
+
+
+def test_lissa_warns_when_the_hessian_is_indefinite(caplog):
+    """A GRU away from a minimum has negative Hessian eigenvalues; LiSSA then diverges (audit 11).
+
+    On a tiny GRU (71 parameters) the explicit Hessian had eigenvalue -0.056 and LiSSA returned
+    values 1e13 times the explicit solve without a word; it must at least say so.
+    """
+    import logging
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    H = q @ np.diag([-0.05, 0.2, 0.5, 1.0, 1.5, 2.0]) @ q.T
+    v = rng.normal(size=6)
+    with caplog.at_level(logging.WARNING, logger="faultlab"):
+        solve_lissa(lambda u: H @ u, v, damping=0.01, depth=500)
+    assert any("LiSSA did not converge" in r.getMessage() for r in caplog.records)
+    # positive definite: converges to the explicit solve, no warning
+    caplog.clear()
+    H_pd = q @ np.diag([0.3, 0.4, 0.5, 1.0, 1.5, 2.0]) @ q.T
+    with caplog.at_level(logging.WARNING, logger="faultlab"):
+        got = solve_lissa(lambda u: H_pd @ u, v, damping=0.01, depth=5000)
+    assert not any("LiSSA" in r.getMessage() for r in caplog.records)
+    np.testing.assert_allclose(got, np.linalg.solve(H_pd + 0.01 * np.eye(6), v), rtol=1e-6)

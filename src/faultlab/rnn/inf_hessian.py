@@ -77,7 +77,21 @@ def solve_lissa(hvp: HVP, v: np.ndarray, *, damping: float = 0.01, scale: float 
             h = nxt
             break
         h = nxt
-    return h / scale
+        if not np.all(np.isfinite(h)):
+            raise FaultlabError("LiSSA diverged to non-finite values: H + damping I is not positive definite "
+                                "(the model is not at a minimum); raise the damping or use --solver cg")
+    x = h / scale
+    # the recursion converges only when 0 < eig(H + damping I) < 2 scale; a negative eigenvalue (a model
+    # not at a minimum) makes it grow without bound, far from (H + damping I)^{-1} v: check the residual
+    residual = float(np.linalg.norm(v - hvp(x) - damping * x) / max(np.linalg.norm(v), 1e-30))
+    if residual > 1e-3:
+        import logging
+
+        logging.getLogger("faultlab").warning(
+            "LiSSA did not converge (relative residual %.3g after %d steps): H + damping I is probably not "
+            "positive definite, so the influence estimates are unreliable; raise the damping or use conjugate gradient",
+            residual, depth)
+    return x
 
 
 def inverse_hvp(v: np.ndarray, *, solver: str, hvp: HVP, hessian: Callable[[], np.ndarray] | None,

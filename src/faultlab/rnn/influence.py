@@ -168,7 +168,10 @@ def kl_full_influence(model: Any, x_train: np.ndarray, y_train: np.ndarray, x_ta
 
 
 class KohLiang(InfluenceMethod):
-    """Koh & Liang influence functions; ``scope='head'`` uses the exact Hessian of the linear head."""
+    """Koh & Liang influence functions; ``scope='head'`` uses the exact Hessian of the linear head.
+
+    Both scopes solve with ``H + damping I`` (default 0.01, ten times the flip experiments' weight decay).
+    """
 
     name = "kl"
 

@@ -30,18 +30,27 @@ def nearest_traces(targets: np.ndarray, references: np.ndarray, *, k: int, batch
     """The ``k`` nearest references of each target by mean absolute difference.
 
     Returns ``(index (N, k), distance (N, k))``, nearest first; ties go to the lower index.
+    Distances that differ by less than float32 rounding (1e-6 times the largest absolute
+    value in the traces) count as equal: the states / (n_states - 1) of
+    :func:`normalise_traces` are not exact binary fractions, and equal distances must tie
+    by index, not by rounding noise.
     """
-    targets = np.asarray(targets, dtype=np.float32)
-    references = np.asarray(references, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.float64)
+    references = np.asarray(references, dtype=np.float64)
     if targets.ndim != 2 or references.ndim != 2 or targets.shape[1] != references.shape[1]:
         raise DataError(f"targets {targets.shape} and references {references.shape} must be (N, L) traces of the same length")
     if not 1 <= k <= len(references):
         raise FaultlabError(f"-k {k}: must be between 1 and the number of training traces {len(references)}")
     idx = np.empty((len(targets), k), dtype=np.int64)
     dist = np.empty((len(targets), k), dtype=np.float64)
+    tol = 1e-6 * max(float(np.abs(targets).max(initial=0.0)), float(np.abs(references).max(initial=0.0)), 1e-30)
     for start in range(0, len(targets), batch_size):
         d = np.abs(targets[start:start + batch_size, None, :] - references[None]).mean(axis=2)
-        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        order = np.argsort(d, axis=1, kind="stable")
+        ds = np.take_along_axis(d, order, axis=1)
+        # groups of distances equal up to rounding, then the lower index first within each group
+        group = np.concatenate([np.zeros((len(d), 1), np.int64), np.cumsum(np.diff(ds, axis=1) > tol, axis=1)], axis=1)
+        order = np.take_along_axis(order, np.lexsort((order, group), axis=1), axis=1)[:, :k]
         idx[start:start + batch_size] = order
         dist[start:start + batch_size] = np.take_along_axis(d, order, axis=1)
     return idx, dist
