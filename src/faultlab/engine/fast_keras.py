@@ -33,6 +33,13 @@ class KerasGraph:
             raise UnsupportedModel(f"{type(model).__name__} is not a Functional or built Sequential Keras model")
         if len(fn.inputs) != 1 or len(fn.outputs) != 1:
             raise UnsupportedModel(f"the Keras model has {len(fn.inputs)} inputs and {len(fn.outputs)} outputs; the fast engine needs one of each")
+        # Half-precision layers (float16/bfloat16 policies, mixed or not): CPU kernels pick their algorithm by the
+        # number of rows, and on a bfloat16 Dense a faulty row near overflow came out NaN in a 48-row batch and finite
+        # in a 64-row one, while the clean rows stayed bit-identical -- the control rows cannot see such a difference.
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            dt = str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
+            if dt in ("float16", "bfloat16"):
+                raise UnsupportedModel(f"Keras layer {layer.name} computes in {dt}, whose kernels can round a faulty row apart by batch size")
         self.nodes = [n for d in sorted(fn._nodes_by_depth, reverse=True) for n in fn._nodes_by_depth[d] if n.operation is not None and not n.is_input]
         ops = [id(n.operation) for n in self.nodes]
         if len(set(ops)) != len(ops):

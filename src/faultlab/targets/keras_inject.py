@@ -111,7 +111,10 @@ def fault_point_class() -> type:
             """Identity unless the shared :class:`FaultPlan` holds faults for ``site_name``."""
 
             def __init__(self, site_name: str, plan: FaultPlan, **kwargs: Any) -> None:
-                super().__init__(trainable=False, **kwargs)
+                # autocast=False: take the layer's output in its own dtype. Autocast would cast a float16 or
+                # bfloat16 output (mixed or half-precision policies) to float32 here, so a fault would hit a
+                # float32 copy and the site would read as float32
+                super().__init__(trainable=False, autocast=False, **kwargs)
                 self.site_name = site_name
                 self.plan = plan
 
