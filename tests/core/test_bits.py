@@ -123,3 +123,38 @@ def test_value_models():
 def test_bit_beyond_dtype_is_rejected(bits, dtype):
     with pytest.raises(FaultSpecError, match="beyond"):
         check_bits(bits, dtype)
+
+
+@pytest.mark.parametrize("value", [1e10, -1e10, 65504.0, 65520.0, 2.5, 1e-30])
+def test_random_values_round_into_narrow_floats_as_numpy_does(value):
+    """A value beyond float16's range is +-inf (numpy's conversion), not a torch overflow error."""
+    import torch
+
+    from faultlab.bits import apply_fault_model
+
+    with np.errstate(over="ignore"):
+        want = np.float16(value)  # independent: numpy's IEEE conversion from the Python float
+    got_t = apply_fault_model(torch.zeros(3, dtype=torch.float16), "random", value=value)
+    got_n = apply_fault_model(np.zeros(3, np.float16), "random", value=value)
+    assert got_t.dtype == torch.float16 and got_n.dtype == np.float16
+    assert (got_t.numpy().view(np.uint16) == np.array(want).view(np.uint16)).all()
+    assert (got_n.view(np.uint16) == np.array(want).view(np.uint16)).all()
+
+
+def test_random_values_that_do_not_fit_an_integer_tensor_are_refused():
+    import torch
+
+    from faultlab.bits import apply_fault_model
+    from faultlab.errors import FaultSpecError
+    from faultlab.faults import Fault, Site
+    from faultlab.targets.base import Target
+
+    assert apply_fault_model(torch.zeros(2, dtype=torch.int64), "random", value=7.0).tolist() == [7, 7]
+    for bad in (-1e38, 2.5):
+        with pytest.raises(FaultSpecError, match="does not fit"):
+            apply_fault_model(torch.zeros(2, dtype=torch.int64), "random", value=bad)
+        with pytest.raises(FaultSpecError, match="does not fit"):
+            apply_fault_model(np.zeros(2, np.int8), "random", value=bad)
+    site = Site("norm.count", "weight", "norm", "Normalization", (), "int64")
+    with pytest.raises(FaultSpecError, match="Value -1e\\+38 does not fit norm.count's int64"):
+        Target._check_on_site(Fault(0, "norm.count", None, (), "weight", "random", value=-1e38), site, "")

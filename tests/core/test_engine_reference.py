@@ -199,3 +199,50 @@ def test_exact_activation_faults_run_on_the_golden_batches():
             h.remove()
         masked = int((faulty == golden).all(dim=1).sum())
         assert r.masked == masked
+
+
+def test_single_input_activation_faults_run_alone():
+    """A fault on one input runs in a single-row pass against that input's single-row golden pass.
+
+    Packing faults of different inputs into one batch made a bit-0 flip masked inside a 60-fault list and
+    non-critical alone (a plain loop says non-critical): kernels round by batch size.
+    """
+    import torch
+    from torch import nn
+
+    from faultlab.engine import EvalSet
+    from faultlab.engine.exact import ExactEngine
+    from faultlab.faults import Fault
+    from faultlab.targets.torch import TorchTarget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.rand(20, 6).numpy()
+    target = TorchTarget(model, example_input=x[:1])
+    data = EvalSet.build(target, x, None)
+    faults = [Fault(i, "0", (i % 8,), (30 if i % 2 else 0,), "activation", input=(7 * i) % 20) for i in range(12)]
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda m, a: sizes.append(int(a[0].shape[0])))
+    try:
+        together = ExactEngine(batch_size=64).run(target, data, faults)
+    finally:
+        handle.remove()
+    assert sizes and set(sizes) == {1}, sizes
+    for f, r in zip(faults, together):  # the same as each fault run on its own, and as a plain single-row loop
+        alone = ExactEngine(batch_size=64).run(target, data, [f])[0]
+        assert r.n == 1 and np.array_equal(r.codes, alone.codes)
+        xs = torch.as_tensor(x[f.input : f.input + 1])
+        golden = model(xs).detach()
+
+        def hook(m, a, out, f=f):
+            out = out.clone()
+            v = out[:, f.index[0]].clone()
+            out[:, f.index[0]] = (v.view(torch.int32) ^ (1 << f.bits[0])).view(torch.float32)
+            return out
+
+        h = model[0].register_forward_hook(hook)
+        try:
+            faulty = model(xs).detach()
+        finally:
+            h.remove()
+        assert bool((faulty == golden).all()) == bool(r.masked == 1)

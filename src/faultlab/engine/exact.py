@@ -108,20 +108,23 @@ class ExactEngine(Engine):
         return col.results(faults, self.name)
 
     def _activations_one(self, target: Target, data: EvalSet, faults: Sequence[Fault]) -> list[FaultResult]:
-        """Faults on one input each (InjectTF2 configs): rows of different inputs, golden of the same batch."""
+        """Faults on one input each (InjectTF2 configs): one single-row forward per fault, against that input's
+        single-row golden pass.
+
+        Rows of different inputs are never packed into one batch: kernels round by batch size, so whether a
+        1-ulp change survived would depend on which other faults shared the batch (and on ``chunk_size``).
+        """
         if not faults:
             return []
         col = _Collector(data.golden.device)
-        for s in range(0, len(faults), self.batch_size):
-            chunk = list(enumerate(faults[s : s + self.batch_size], start=s))
-            inputs = torch.tensor([f.input for _, f in chunk], device=data.x.device)
-            xs = data.x[inputs]
-            golden = target.forward(xs)
-            with target.inject([(f, slice(i, i + 1)) for i, (_, f) in enumerate(chunk)]):
-                out = target.forward(xs)
-            lab = None if data.labels is None else data.labels[inputs]
-            for i, (j, _) in enumerate(chunk):
-                col.add(j, golden[i : i + 1], out[i : i + 1], None if lab is None else lab[i : i + 1], self)
+        golden: dict[int, torch.Tensor] = {}
+        for i in sorted({int(f.input) for f in faults}):  # golden passes first, with no fault applied
+            golden[i] = target.forward(data.x[i : i + 1])
+        for j, f in enumerate(faults):
+            i = int(f.input)
+            with target.inject([(f, None)]):
+                out = target.forward(data.x[i : i + 1])
+            col.add(j, golden[i], out, None if data.labels is None else data.labels[i : i + 1], self)
         return col.results(faults, self.name)
 
 

@@ -103,6 +103,12 @@ class Target(ABC):
             bad = [b for b in fault.bits if not 0 <= b < w]
             if bad:
                 raise FaultSpecError(f"{at}bit {bad[0]} is beyond {site.name}'s {site.dtype} ({w} bits); expected 0..{w - 1}")
+        if fault.model == "random" and fault.value is not None and site.dtype.startswith(("int", "uint")):
+            import numpy as np
+
+            info = np.iinfo(np.dtype(site.dtype))
+            if not (float(fault.value).is_integer() and info.min <= fault.value <= info.max):
+                raise FaultSpecError(f"{at}Value {fault.value:g} does not fit {site.name}'s {site.dtype}; expected an integer in {info.min}..{info.max}")
         return site
 
     def check_faults(self, faults: FaultList, n_inputs: int | None = None) -> None:
