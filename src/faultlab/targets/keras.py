@@ -198,6 +198,14 @@ class KerasTarget(Target):
                 self._plan.record = None
         return {name: self._as_torch(record[name]) for name in self._taps if name in record}
 
+    def site(self, name: str, kind: str) -> Site:  # type: ignore[override]
+        if kind == "activation" and not self._graph_layers():
+            raise FaultSpecError(
+                f"activation layer {name!r}: activation faults need a Functional or Sequential Keras model with known inputs; "
+                f"{type(self.model).__name__} is a subclassed model (weight faults still work)"
+            )
+        return super().site(name, kind)  # type: ignore[arg-type]
+
     # ----- injection -----
     def _ensure_instrumented(self) -> None:
         if self._instrumented is not None:
