@@ -200,3 +200,18 @@ def test_search_directions_follow_deepcrime():
     assert domain_for("learning_rate", 0.01).search_to == pytest.approx(1e-5)
     assert domain_for("epochs", 12).search_to == 1
     assert domain_for("patience", 10).search_to == 1 and domain_for("patience", 1).search_to == 0
+
+
+def test_one_hot_float_labels_count_as_classification():
+    """Keras' to_categorical gives float one-hot rows: they get DeepCrime's class operators, deleted per class."""
+    from faultlab.mutation.operators import class_ids, is_class_labels
+
+    y = np.repeat(np.arange(3), [40, 30, 30])
+    onehot = np.eye(3, dtype=np.float32)[y]
+    assert is_class_labels(onehot) and is_class_labels(y)
+    assert not is_class_labels(np.linspace(0, 1, 100).astype(np.float32))  # regression targets
+    assert not is_class_labels(np.full((10, 2), 0.5, np.float32))  # soft labels are not one-hot
+    np.testing.assert_array_equal(class_ids(onehot), y)
+    x = np.arange(100, dtype=np.float32).reshape(100, 1)
+    _, kept = mutate_data("delete_training_data", x, onehot, 50, np.random.default_rng(0))
+    assert np.bincount(kept.argmax(1)).tolist() == [20, 15, 15]  # half of every class, as for integer labels

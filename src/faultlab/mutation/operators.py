@@ -129,6 +129,20 @@ class Operator:
 
 
 # ---------------------------------------------------------------- data operators (DeepCrime)
+def is_class_labels(y: np.ndarray) -> bool:
+    """Classification labels: integer class ids, or one-hot rows (Keras' ``to_categorical`` gives float ones)."""
+    y = np.asarray(y)
+    if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
+        return True
+    return bool(y.ndim == 2 and y.shape[1] > 1 and len(y) and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all())
+
+
+def class_ids(y: np.ndarray) -> np.ndarray:
+    """Integer class ids of classification labels (one-hot rows -> their argmax)."""
+    y = np.asarray(y)
+    return y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
+
+
 def _share(count: int, percent: float) -> int:
     """How many of ``count`` samples ``percent`` % affects: DeepCrime's ``int(count * percent / 100)`` (rounded down)."""
     return int(count * percent / 100.0)
@@ -167,7 +181,7 @@ def mutate_data(name: str, x: np.ndarray, y: np.ndarray, percent: float, rng: np
         y[idx] = others[rng.integers(0, len(others), size=len(idx))]  # another class, uniformly
         return x, y
     if name in ("delete_training_data", "unbalance_train_data"):
-        if name == "delete_training_data" and not np.issubdtype(y.dtype, np.integer):  # regression: any samples
+        if name == "delete_training_data" and not is_class_labels(y):  # regression: any samples
             drop = rng.choice(n, size=min(_share(n, percent), n - 1), replace=False)
         else:
             _, inverse, counts = _label_groups(y)
@@ -401,6 +415,6 @@ def operators_for(fn: Callable[..., Any], overrides: dict[str, Any] | None = Non
 
 
 __all__ = [
-    "Domain", "Operator", "OperatorCatalogue", "operators_for", "domain_for", "mutate_data",
+    "Domain", "Operator", "is_class_labels", "class_ids", "OperatorCatalogue", "operators_for", "domain_for", "mutate_data",
     "parse_value", "load_domain_overrides", "ACTIVATIONS", "INITIALIZERS", "REGULARIZERS", "OPTIMIZERS",
 ]

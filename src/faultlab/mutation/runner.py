@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import FaultlabError, FaultSpecError
 from ..executors import Executor, InProcessExecutor
 from .models import ModelRef, call_seeded, final_metrics, source_hash, trained_model
-from .operators import Operator, OperatorCatalogue, operators_for
+from .operators import Operator, OperatorCatalogue, class_ids, is_class_labels, operators_for
 from .statistics import Comparison, KillTest, compare, default_metric, metric_direction
 from .store import MutationStore, RunRecord, config_hash
 
@@ -67,8 +67,9 @@ def per_input_outcomes(fn: Callable[..., Any], model: Any) -> bytes | None:
         return None
     x, y = loader()
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.integer):
+    if not is_class_labels(y):
         return None
+    y = class_ids(y)
     try:
         import torch
 
@@ -157,7 +158,7 @@ class MutationSweep:
                 check_set_type(key, value, params[key].default)
         self.source = source_hash(self.fn)
         data = training_data(self.fn)
-        classification = data is not None and np.issubdtype(np.asarray(data[1]).dtype, np.integer)
+        classification = data is not None and is_class_labels(data[1])
         self.catalogue: OperatorCatalogue = operators_for(
             self.fn, self.domains, has_training_data=data is not None, classification=classification, defaults=self.fixed)
         self.original_hash = self._hash(None, None)
