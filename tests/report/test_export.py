@@ -88,7 +88,7 @@ def test_unequal_sampling_gives_population_weighted_total(rng):
     # the interval: Wilson on the smaller of Kish's n and the design-based p(1-p)/V with per-layer variances
     rate, wa, wb = total["sdc1_fault_rate"], na / (na + nb), nb / (na + nb)
     var = wa**2 * pa * (1 - pa) / 59 + wb**2 * pb * (1 - pb) / 59
-    n_use = min(total["n_eff"], rate * (1 - rate) / var)
+    n_use = min(total["n_eff"], rate * (1 - rate) / var) if var > 0 else total["n_eff"]  # no spread within layers: Kish
     lo, hi = proportion_confint(rate * n_use, n_use, method="wilson")
     assert (total["sdc1_fault_lo"], total["sdc1_fault_hi"]) == pytest.approx((lo, hi), abs=1e-9)
 
