@@ -141,7 +141,7 @@ def stuck_at(values: Any, bits: Sequence[int], level: int) -> Any:
     return apply_masks(values, bit_mask(check_bits(bits, values.dtype), w), "stuck1" if level else "stuck0")
 
 
-def _int_value(value: float, info: Any) -> int:
+def int_value(value: float, info: Any) -> int:
     """``value`` as an integer of a dtype with limits ``info`` (numpy or torch ``iinfo``), or a FaultSpecError."""
     if not (float(value).is_integer() and info.min <= value <= info.max):
         raise FaultSpecError(f"random value {value:g} does not fit an integer tensor; expected an integer in {info.min}..{info.max}")
@@ -172,12 +172,12 @@ def apply_fault_model(values: Any, model: FaultModel, bits: Sequence[int] = (), 
 
             if values.is_floating_point():
                 return values.new_full(values.shape, float(value), dtype=torch.float64).to(values.dtype)
-            return values.new_full(values.shape, _int_value(value, torch.iinfo(values.dtype)))
+            return values.new_full(values.shape, int_value(value, torch.iinfo(values.dtype)))
         arr = np.asarray(values)
         if np.issubdtype(arr.dtype, np.floating):
             with np.errstate(over="ignore"):
                 return np.full(arr.shape, float(value), dtype=np.float64).astype(arr.dtype)
-        return np.full_like(arr, _int_value(value, np.iinfo(arr.dtype)))
+        return np.full_like(arr, int_value(value, np.iinfo(arr.dtype)))
     raise FaultSpecError(f"unknown fault model {model!r}; expected one of {', '.join(FAULT_MODELS)}")
 
 
@@ -193,4 +193,5 @@ __all__ = [
     "flip_bits",
     "stuck_at",
     "apply_fault_model",
+    "int_value",
 ]

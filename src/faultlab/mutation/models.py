@@ -129,8 +129,7 @@ def source_hash(fn: Callable[..., Any]) -> str:
         own = Path(path).resolve()
         package = (getattr(fn, "__globals__", None) or {}).get("__package__") or ""
         for local in _local_imports(own, package):
-            root = own.parent
-            blob += f"\n--- {local.relative_to(root).as_posix()}\n{local.read_text(errors='replace')}"
+            blob += f"\n--- {local.relative_to(own.parent).as_posix()}\n{local.read_text(errors='replace')}"
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -174,12 +173,9 @@ def _imported_names(path: Path, package: str) -> list[str]:
     return names
 
 
-def _is_installed(path: Path) -> bool:
+def _is_installed(path: Path, prefixes: set[Path]) -> bool:
     """True for the standard library and installed packages: their edits are not the user's code."""
-    if {"site-packages", "dist-packages"} & set(path.parts):
-        return True
-    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return any(path.is_relative_to(p) for p in prefixes)
+    return bool({"site-packages", "dist-packages"} & set(path.parts)) or any(path.is_relative_to(p) for p in prefixes)
 
 
 def _local_imports(own: Path, package: str) -> list[Path]:
@@ -189,6 +185,7 @@ def _local_imports(own: Path, package: str) -> list[Path]:
     ``from helpers import SCALE`` all count; the standard library and installed packages never do.
     """
     root = own.parent
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     seen: set[Path] = {own}
     found: list[Path] = []
     pending = [(own, package)]
@@ -196,7 +193,7 @@ def _local_imports(own: Path, package: str) -> list[Path]:
         file, pkg = pending.pop()
         for name in _imported_names(file, pkg):
             target = _module_path(name)
-            if target is None or target in seen or not target.is_relative_to(root) or _is_installed(target):
+            if target is None or target in seen or not target.is_relative_to(root) or _is_installed(target, prefixes):
                 continue
             seen.add(target)
             found.append(target)

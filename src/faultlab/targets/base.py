@@ -106,9 +106,13 @@ class Target(ABC):
         if fault.model == "random" and fault.value is not None and site.dtype.startswith(("int", "uint")):
             import numpy as np
 
+            from ..bits import int_value
+
             info = np.iinfo(np.dtype(site.dtype))
-            if not (float(fault.value).is_integer() and info.min <= fault.value <= info.max):
-                raise FaultSpecError(f"{at}Value {fault.value:g} does not fit {site.name}'s {site.dtype}; expected an integer in {info.min}..{info.max}")
+            try:
+                int_value(fault.value, info)  # the rule apply_fault_model applies, checked before anything runs
+            except FaultSpecError:
+                raise FaultSpecError(f"{at}Value {fault.value:g} does not fit {site.name}'s {site.dtype}; expected an integer in {info.min}..{info.max}") from None
         return site
 
     def check_faults(self, faults: FaultList, n_inputs: int | None = None) -> None:
