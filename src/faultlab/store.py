@@ -236,11 +236,16 @@ class CampaignStore:
                 yield df
 
     def layer_sums(self):
-        """Per (site kind, layer), in order of first fault id: finished faults and the sums of their result counts (one SQL query)."""
+        """Per (site kind, layer), in order of first fault id: finished faults and the sums of their result counts (one SQL query).
+
+        ``n_nn``, the sum of the faults' squared input counts, sizes the intervals of :func:`faultlab.report.layer_table`.
+        """
         import pandas as pd
 
         sums = ", ".join(f"SUM(r.{c}) AS {c}" for c in RESULT_COLUMNS)
-        q = f"SELECT f.site, f.layer, COUNT(*) AS faults, {sums} FROM results r JOIN faults f ON f.id = r.fault_id GROUP BY f.site, f.layer ORDER BY MIN(f.id)"
+        # n_nn, the sum of squared input counts, sizes the intervals over pairs (see stats.pair_rate_interval)
+        q = (f"SELECT f.site, f.layer, COUNT(*) AS faults, {sums}, SUM(r.n * r.n) AS n_nn "
+             "FROM results r JOIN faults f ON f.id = r.fault_id GROUP BY f.site, f.layer ORDER BY MIN(f.id)")
         with closing(self._conn.cursor()) as cur:
             cur.execute(q)
             return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])

@@ -49,7 +49,10 @@ def test_fault_and_pair_rates_match_statsmodels_without_fpc(rng):
             assert row[f"{e}_fault_rate"] == pytest.approx(k / len(g))
             assert (row[f"{e}_fault_lo"], row[f"{e}_fault_hi"]) == pytest.approx((lo, hi), abs=1e-12)
             kp, np_ = int(g[e].sum()), int(g["n"].sum())
-            lo, hi = proportion_confint(kp, np_, alpha=0.1, method="wilson")
+            # over pairs: faults are the units (Kish's effective n for per-fault input counts; every fault saw 20 inputs here)
+            n_eff = np_**2 / float((g["n"].astype(float) ** 2).sum())
+            assert n_eff == pytest.approx(len(g))
+            lo, hi = proportion_confint(kp / np_ * n_eff, n_eff, alpha=0.1, method="wilson")
             assert (row[f"{e}_pair_rate"], row[f"{e}_pair_lo"], row[f"{e}_pair_hi"]) == pytest.approx((kp / np_, lo, hi), abs=1e-12)
         assert not row["fpc"] and row["fpc_note"] == "site shapes unknown"
 

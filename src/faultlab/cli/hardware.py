@@ -72,7 +72,7 @@ def print_layer_table(results, *, title: str) -> None:
         part = t[t["site"] == kind]
         if part.empty:
             continue
-        table = Table(title=f"{title}: {kind} faults", title_justify="left", caption="n faults; % of (fault, input) pairs, ± the wider side of the 95 % Wilson interval", caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        table = Table(title=f"{title}: {kind} faults", title_justify="left", caption="n faults; % of (fault, input) pairs, ± the wider side of the 95 % Wilson interval with faults, not pairs, as the units", caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         table.add_column("layer", no_wrap=True, overflow="fold")
         for col in ("n", "masked", "non-crit", "SDC-1", "SDC-5", "DUE"):
             table.add_column(col, justify="right", no_wrap=True)

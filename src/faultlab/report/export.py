@@ -183,14 +183,14 @@ def _fault_interval(g: pd.DataFrame, flag: str, confidence: float, pop: Populati
 
 
 def _rates(g: pd.DataFrame, confidence: float, pop: Population) -> dict:
-    from ..stats import wilson_interval
+    from ..stats import pair_rate_interval
 
     row: dict = {"faults": len(g), "pairs": int(g["n"].sum()), "population": pop.size, "fpc": pop.size is not None, "fpc_note": pop.note}
     for e in EVENTS:
         rate, lo, hi, n_eff = _fault_interval(g, f"any_{e}", confidence, pop)
         row.update({f"{e}_faults": int(g[f"any_{e}"].sum()), f"{e}_fault_rate": rate, f"{e}_fault_lo": lo, f"{e}_fault_hi": hi})
         k_p, n_p = int(g[e].sum()), int(g["n"].sum())
-        lo, hi = wilson_interval(k_p, n_p, confidence)
+        lo, hi = pair_rate_interval(k_p, n_p, float(np.sum(g["n"].to_numpy(dtype=float) ** 2)), confidence)  # faults are the units
         row.update({f"{e}_pairs": k_p, f"{e}_pair_rate": k_p / n_p if n_p else float("nan"), f"{e}_pair_lo": lo, f"{e}_pair_hi": hi})
     row["n_eff"] = n_eff
     row["weighted"] = bool(abs(n_eff - len(g)) > 1e-9)

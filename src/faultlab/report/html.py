@@ -394,7 +394,9 @@ def build_report(
     )
     notes.append(
         "Rates over (fault, input) pairs: the fraction of all evaluated pairs with the event. Pairs that share a fault are correlated, "
-        "so their Wilson interval (which treats pairs as independent) is too narrow; read it as descriptive."
+        "so their interval counts faults, not pairs, as the sampled units: Wilson's on the effective sample size (sum of inputs per fault)^2 / "
+        "(sum of squares), the number of faults when every fault saw the same inputs (each fault's own rate varies at most like a Bernoulli draw); "
+        "no finite-population correction."
     )
     if sites is not None and fpc:
         notes.append(
@@ -476,12 +478,12 @@ def build_report(
     body.append(f'<section id="layer-rates"><h2>SDC-1 / SDC-5 / DUE rate per layer ({conf_pct} intervals)</h2>')
     body.append("<p><b>Over faults</b>: fraction of faults with the event on any input (Wilson interval"
                 + (", finite-population corrected" if sites is not None and fpc else "")
-                + "; the sound one for a sampled fault list). <b>Over pairs</b>: fraction of (fault, input) pairs (descriptive). "
+                + "; the sound one for a sampled fault list). <b>Over pairs</b>: fraction of (fault, input) pairs (interval with faults, not pairs, as the units). "
                 "<b>Achieved ±</b>: half-width of the SDC-1-over-faults interval"
                 + (f"; ✓ when within the ±{fmt_pct(asked_f)} asked for" if asked_f is not None else "") + ". N: the layer's (element, bit) population.</p>")
     heads = [("site", "l"), ("layer", "l"), ("faults", ""), ("N", "")] + [(f"{v} over faults", "") for v in EVENTS.values()] + [("achieved ±", "")]
     body.append(_table(heads, _layer_rows(rates, asked_f, "fault"), table_id="rate-table"))
-    body.append("<h3>Over (fault, input) pairs (descriptive)</h3>")
+    body.append("<h3>Over (fault, input) pairs (intervals count faults as the units)</h3>")
     heads = [("site", "l"), ("layer", "l"), ("pairs", "")] + [(f"{v} over pairs", "") for v in EVENTS.values()]
     body.append(_table(heads, _layer_rows(rates, asked_f, "pair"), table_id="pair-rate-table"))
     body.append(img_tag(images["layer_rates"], f"Rates over faults per layer with {conf_pct} intervals", "layer_rates") + "</section>")

@@ -55,30 +55,38 @@ def write_report_csv(results: pd.DataFrame | Iterable[pd.DataFrame], path: str |
 def layer_table(results: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
     """Per (site kind, layer): faults, (fault, input) pairs, and the rate of each outcome over pairs.
 
-    Each rate comes with a Wilson score interval (``<rate>_lo``/``<rate>_hi``) at ``confidence``.
-    ``results`` is a results frame (one row per fault), or per-layer sums with a ``faults`` column
-    (``CampaignStore.layer_sums()``, which keeps a long campaign out of memory).
+    Each rate comes with a Wilson interval (``<rate>_lo``/``<rate>_hi``) at ``confidence`` that counts
+    faults, not pairs, as the sampled units (:func:`faultlab.stats.pair_rate_interval`): pairs sharing
+    a fault are correlated, so an interval over pairs as if independent would be far too narrow.
+    ``results`` is a results frame (one row per fault), or per-layer sums with ``faults`` and ``n_nn``
+    columns (``CampaignStore.layer_sums()``, which keeps a long campaign out of memory).
     """
     if results.empty:
         return pd.DataFrame(columns=["site", "layer", "faults", "pairs"])
+    cols = ["n", *OUTCOMES]
     if "faults" in results.columns:
-        agg = results[["site", "layer", "faults", "n", "masked", "non_critical", "sdc1", "sdc5", "due"]].copy()
+        agg = results[["site", "layer", "faults", *cols, "n_nn"]].copy()
     else:
-        g = results.groupby(["site", "layer"], sort=False)
-        agg = g[["n", "masked", "non_critical", "sdc1", "sdc5", "due"]].sum()
+        df = results.assign(n_nn=results["n"].astype("int64") ** 2)
+        g = df.groupby(["site", "layer"], sort=False)
+        agg = g[cols + ["n_nn"]].sum()
         agg.insert(0, "faults", g.size())
         agg = agg.reset_index()
     return _with_rates(agg.rename(columns={"n": "pairs"}), confidence)
 
 
+OUTCOMES = ("masked", "non_critical", "sdc1", "sdc5", "due")
+
+
 def _with_rates(agg: pd.DataFrame, confidence: float) -> pd.DataFrame:
-    from ..stats import wilson_interval
+    from ..stats import pair_rate_interval
 
     agg = agg.reset_index(drop=True)
-    for col in ("masked", "non_critical", "sdc1", "sdc5", "due"):
-        k, n = agg[col].to_numpy(), agg["pairs"].to_numpy()
+    n, nn = agg["pairs"].to_numpy(), agg.pop("n_nn").to_numpy()
+    for col in OUTCOMES:
+        k = agg[col].to_numpy()
         agg[f"{col}_rate"] = k / n
-        lo, hi = wilson_interval(k, n, confidence)
+        lo, hi = pair_rate_interval(k, n, nn, confidence)
         agg[f"{col}_lo"], agg[f"{col}_hi"] = lo, hi
     return agg
 
