@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "AdaptiveAllocator": "faultlab.planning",
     "leveugle_sample_size": "faultlab.stats",
     "wilson_interval": "faultlab.stats",
+    "pair_rate_interval": "faultlab.stats",
     "mcnemar_test": "faultlab.stats",
     # outcomes
     "classify": "faultlab.outcomes",
