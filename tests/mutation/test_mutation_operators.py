@@ -155,9 +155,9 @@ def test_delete_and_unbalance_work_per_class(rng):
     assert np.bincount(y3).tolist() == [75, 45, 30]  # 25 % of every class, rounded down
     _, y4 = mutate_data("delete_training_data", x, y, 33, np.random.default_rng(1))
     assert np.bincount(y4).tolist() == [100 - 33, 60 - 19, 40 - 13]
-    yr = rng.normal(size=200)  # regression labels: 25 % of all samples
+    yr = rng.normal(size=200)  # regression labels: 25 % of every SD bucket (test_regression_data_operators.py)
     x5, y5 = mutate_data("delete_training_data", x, yr, 25, np.random.default_rng(1))
-    assert len(x5) == len(y5) == 150 and set(y5.tolist()) <= set(yr.tolist())
+    assert len(x5) == len(y5) and 150 <= len(y5) <= 152 and set(y5.tolist()) <= set(yr.tolist())
     # unbalance: only classes with fewer samples than the mean count lose data
     y70 = np.concatenate([np.zeros(70, int), np.ones(70, int), np.full(60, 2)])  # mean 66.7, median 70
     _, y6 = mutate_data("unbalance_train_data", x, y70, 50, np.random.default_rng(1))

@@ -364,7 +364,7 @@ def test_data_operator_keys_carry_their_definition_revision():
     import hashlib
     import json
 
-    from faultlab.mutation.operators import DATA_OPERATOR_REVISION
+    from faultlab.mutation.operators import DATA_OPERATOR_REVISION, DATA_OPERATOR_REVISIONS, DATA_OPERATORS
     from faultlab.mutation.store import config_hash
 
     def key(**extra):  # the key's formula written out: sha256 of the sorted JSON, 24 hex digits
@@ -372,9 +372,13 @@ def test_data_operator_keys_carry_their_definition_revision():
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
     common = dict(source_hash="abc", model="m", fixed={"epochs": 2}, base_seed=0)
-    assert DATA_OPERATOR_REVISION >= 2
+    assert DATA_OPERATOR_REVISION >= 3 and set(DATA_OPERATOR_REVISIONS) == set(DATA_OPERATORS)
     assert config_hash(**common, operator=None, value=None) == key(operator=None, value=None)
     assert config_hash(**common, operator="learning_rate", value=0.1) == key(operator="learning_rate", value=0.1)
     got = config_hash(**common, operator="change_label", value=10.0)
-    assert got == key(operator="change_label", value=10.0, definition=DATA_OPERATOR_REVISION)
+    assert got == key(operator="change_label", value=10.0, definition=2)  # unchanged by revision 3: runs reused
     assert got != key(operator="change_label", value=10.0)  # the key before the definitions changed
+    # revision 3 changed deletion of regression labels (per SD bucket, not a share of all samples)
+    deleted = config_hash(**common, operator="delete_training_data", value=10.0)
+    assert deleted == key(operator="delete_training_data", value=10.0, definition=3)
+    assert deleted != key(operator="delete_training_data", value=10.0, definition=2)

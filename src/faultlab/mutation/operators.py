@@ -36,8 +36,13 @@ NOT_OPERATORS = frozenset(
 )
 DATA_OPERATORS = ("change_label", "delete_training_data", "unbalance_train_data", "add_noise", "make_output_classes_overlap")
 #: revision of the data operators' definitions, part of their store keys: runs made under an earlier
-#: definition (before 2: shares of all samples, noise at the data's whole SD) are not reused
-DATA_OPERATOR_REVISION = 2
+#: definition are not reused (before 2: shares of all samples, noise at the data's whole SD; before 3:
+#: regression labels deleted as a share of all samples, not of every SD bucket)
+DATA_OPERATOR_REVISION = 3
+#: the revision each operator's key holds: the last revision that changed what it does to any labels,
+#: so runs of operators that revision 3 left alone are still reused
+DATA_OPERATOR_REVISIONS = {"change_label": 2, "delete_training_data": 3, "unbalance_train_data": 2, "add_noise": 2,
+                           "make_output_classes_overlap": 2}
 
 
 @dataclass(frozen=True)
@@ -155,20 +160,48 @@ def _label_groups(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return labels, np.asarray(inverse).reshape(-1), counts
 
 
+def sd_buckets(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeepCrime's classes of regression labels (``get_label_buckets``): each sample's bucket and every bucket's count.
+
+    One output: three buckets, below mean - SD, within [mean - SD, mean + SD], above mean + SD. Two or more
+    outputs: nine, ``3 * b0 + b1`` from the first two outputs' buckets with intervals [mean - SD, mean + SD)
+    (DeepCrime's ``get_label_buckets_2dims``, which ignores further outputs). Counts include empty buckets.
+    DeepCrime puts the edges at +-SD around 0 (its subject's steering angles are centred); here they sit
+    around the labels' mean, so uncentred targets (prices) get three buckets too.
+    """
+    t = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    cols = t[:, :2]
+    center, sd = cols.mean(axis=0), cols.std(axis=0)
+    below = cols < center - sd
+    above = cols > center + sd if cols.shape[1] == 1 else cols >= center + sd
+    third = np.where(below, 0, np.where(above, 2, 1))
+    bucket = third[:, 0] if cols.shape[1] == 1 else 3 * third[:, 0] + third[:, 1]
+    return bucket, np.bincount(bucket, minlength=3 ** cols.shape[1])
+
+
 def mutate_data(name: str, x: np.ndarray, y: np.ndarray, percent: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """DeepCrime's training-data faults (``operators/training_data_operators.py``), drawn from ``rng``.
 
     ``percent`` % of the affected samples, rounded down: *change_label* relabels that share of the
     most frequent class, each to another class drawn uniformly; *delete_training_data* deletes that
-    share of every class (of all samples for regression labels); *unbalance_train_data* deletes that
-    share of every class with fewer samples than the mean class count (never a class's last sample);
-    *add_noise* adds to that share of the inputs Gaussian noise whose SD is ``percent`` % of the
-    input's own SD; *make_output_classes_overlap* appends copies of that share of the most frequent
-    class's inputs labelled as the second most frequent class.
+    share of every class; *unbalance_train_data* deletes that share of every class with fewer samples
+    than the mean class count (never a class's last sample); *add_noise* adds to that share of the
+    inputs Gaussian noise whose SD is ``percent`` % of the input's own SD; *make_output_classes_overlap*
+    appends copies of that share of the most frequent class's inputs labelled as the second most
+    frequent class.
+
+    Regression labels (neither class ids nor one-hot rows) get DeepCrime's regression variants:
+    *change_label* adds Gaussian noise with SD ``percent`` % of the labels' SD to every label; the
+    others take the labels' SD buckets (:func:`sd_buckets`) as the classes, and the overlap's copies get
+    the distinct labels of the second biggest bucket, sorted and repeated in order.
     """
     x = np.asarray(x)
     y = np.asarray(y)
     n = len(x)
+    regression = name != "add_noise" and not is_class_labels(y)
+    if name == "change_label" and regression:
+        sigma = abs(float(np.std(y.astype(np.float64))) * percent / 100.0)
+        return x, (y + rng.normal(0.0, sigma, size=y.shape)).astype(y.dtype)
     if name == "change_label":
         labels, inverse, counts = _label_groups(y)
         if len(labels) < 2:
@@ -181,18 +214,15 @@ def mutate_data(name: str, x: np.ndarray, y: np.ndarray, percent: float, rng: np
         y[idx] = others[rng.integers(0, len(others), size=len(idx))]  # another class, uniformly
         return x, y
     if name in ("delete_training_data", "unbalance_train_data"):
-        if name == "delete_training_data" and not is_class_labels(y):  # regression: any samples
-            drop = rng.choice(n, size=min(_share(n, percent), n - 1), replace=False)
-        else:
-            _, inverse, counts = _label_groups(y)
-            parts = []
-            for c, count in enumerate(counts):
-                if name == "unbalance_train_data" and not count < counts.mean():
-                    continue
-                members = np.flatnonzero(inverse == c)
-                k = _share(len(members), percent)
-                parts.append(rng.choice(members, size=min(k, len(members) - 1), replace=False))
-            drop = np.concatenate(parts) if parts else np.zeros(0, int)
+        inverse, counts = sd_buckets(y) if regression else _label_groups(y)[1:]
+        parts = []
+        for c, count in enumerate(counts):
+            if count == 0 or (name == "unbalance_train_data" and not count < counts.mean()):
+                continue
+            members = np.flatnonzero(inverse == c)
+            k = _share(len(members), percent)
+            parts.append(rng.choice(members, size=min(k, len(members) - 1), replace=False))
+        drop = np.concatenate(parts) if parts else np.zeros(0, int)
         keep = np.setdiff1d(np.arange(n), drop)
         return x[keep], y[keep]
     if name == "add_noise":
@@ -204,6 +234,19 @@ def mutate_data(name: str, x: np.ndarray, y: np.ndarray, percent: float, rng: np
             noise = rng.normal(0.0, 1.0, size=rows.shape) * sd.reshape((-1,) + (1,) * (rows.ndim - 1))
             x[idx] = rows + noise.astype(x.dtype)
         return x, y
+    if name == "make_output_classes_overlap" and regression:
+        inverse, counts = sd_buckets(y)
+        a = int(np.argmax(counts))
+        rest = counts.copy()
+        rest[a] = -1
+        b = int(np.argmax(rest))
+        if counts[b] == 0:  # one bucket (constant labels): nothing to overlap with (DeepCrime divides by zero)
+            return x, y
+        members = np.flatnonzero(inverse == a)
+        idx = rng.choice(members, size=_share(len(members), percent), replace=False)
+        distinct = np.unique(y[inverse == b], axis=0)  # sorted, as DeepCrime's np.unique
+        relabelled = distinct[np.arange(len(idx)) % len(distinct)]
+        return np.concatenate([x, x[idx]]), np.concatenate([y, relabelled.astype(y.dtype)])
     if name == "make_output_classes_overlap":
         labels, inverse, counts = _label_groups(y)
         order = np.argsort(-counts, kind="stable")
@@ -375,6 +418,8 @@ def operators_for(fn: Callable[..., Any], overrides: dict[str, Any] | None = Non
     """Every operator of ``fn``: its keyword arguments with domains, plus training-level operators.
 
     ``defaults`` replaces signature defaults (values fixed with ``--set``), so domains are built around them.
+    ``classification`` is accepted for older callers and changes nothing: regression labels get all five
+    data operators too (DeepCrime's regression variants, see :func:`mutate_data`).
     """
     overrides = dict(overrides or {})
     params = inspect.signature(fn).parameters
@@ -398,8 +443,7 @@ def operators_for(fn: Callable[..., Any], overrides: dict[str, Any] | None = Non
     extra: list[Operator] = []
     if has_data:
         pct = Domain(low=0.0, high=100.0, sweep=(10.0, 30.0, 50.0), search_to=100.0)
-        names = DATA_OPERATORS if classification else ("delete_training_data", "add_noise")
-        extra += [Operator(name=n, default=0.0, domain=pct, kind="data") for n in names]
+        extra += [Operator(name=n, default=0.0, domain=pct, kind="data") for n in DATA_OPERATORS]
         if "batch_size" in params:
             extra.append(Operator(name="disable_batching", default=False, domain=Domain(values=(True,), sweep=(True,)), kind="disable_batching"))
     val_keys = tuple(k for k in ("validation_split", "validation_data", "x_val", "y_val") if k in params)
@@ -416,5 +460,6 @@ def operators_for(fn: Callable[..., Any], overrides: dict[str, Any] | None = Non
 
 __all__ = [
     "Domain", "Operator", "is_class_labels", "class_ids", "OperatorCatalogue", "operators_for", "domain_for", "mutate_data",
+    "sd_buckets",
     "parse_value", "load_domain_overrides", "ACTIVATIONS", "INITIALIZERS", "REGULARIZERS", "OPTIMIZERS",
 ]

@@ -158,9 +158,8 @@ class MutationSweep:
                 check_set_type(key, value, params[key].default)
         self.source = source_hash(self.fn)
         data = training_data(self.fn)
-        classification = data is not None and is_class_labels(data[1])
         self.catalogue: OperatorCatalogue = operators_for(
-            self.fn, self.domains, has_training_data=data is not None, classification=classification, defaults=self.fixed)
+            self.fn, self.domains, has_training_data=data is not None, defaults=self.fixed)
         self.original_hash = self._hash(None, None)
         self.store.add_config(config_hash=self.original_hash, model=self.model.label, source_hash=self.source,
                               operator=None, value=None, fixed=self.fixed, base_seed=self.base_seed)

@@ -50,12 +50,12 @@ def config_hash(*, source_hash: str, model: str, fixed: dict[str, Any], base_see
     A data operator's key also holds the revision of its definition, so runs of an older faultlab's
     definition are trained again rather than reused.
     """
-    from .operators import DATA_OPERATOR_REVISION, DATA_OPERATORS
+    from .operators import DATA_OPERATOR_REVISIONS
 
     key = {"source": source_hash, "model": model, "fixed": fixed, "seed": base_seed,
            "operator": operator, "value": value if operator is not None else None}
-    if operator in DATA_OPERATORS:
-        key["definition"] = DATA_OPERATOR_REVISION
+    if operator in DATA_OPERATOR_REVISIONS:
+        key["definition"] = DATA_OPERATOR_REVISIONS[operator]
     blob = json.dumps(key, sort_keys=True, default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
