@@ -115,6 +115,9 @@ def fault_point_class() -> type:
                 # bfloat16 output (mixed or half-precision policies) to float32 here, so a fault would hit a
                 # float32 copy and the site would read as float32
                 super().__init__(trainable=False, autocast=False, **kwargs)
+                # an identity on shapes: pass a padding mask (Embedding(mask_zero=True), Masking) on to the layers
+                # after it, which in a Sequential model read it from their input tensor
+                self.supports_masking = True
                 self.site_name = site_name
                 self.plan = plan
 
