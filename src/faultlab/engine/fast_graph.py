@@ -227,7 +227,24 @@ def _symbolic_trace(model: nn.Module) -> Any:
             return _Proxy(node, self)
 
     tracer = _Tracer()
-    graph = tracer.trace(model)
+    # tracing runs forward on proxies: ``self.last = h`` would leave an fx Proxy in the user's model
+    # and buffers are real tensors there: ``self.count.add_(1)`` runs on them
+    saved = [(m, dict(m.__dict__), dict(m._buffers), dict(m._parameters)) for m in model.modules()]
+    values = [(b, b.detach().clone()) for m in model.modules() for b in m._buffers.values() if b is not None and not b.is_inference()]
+    try:
+        graph = tracer.trace(model)
+    finally:
+        with torch.no_grad():
+            for b, c in values:
+                if b.shape != c.shape or not torch.equal(as_int_view(b.reshape(-1)), as_int_view(c.reshape(-1))):
+                    b.set_(c) if b.shape != c.shape else b.copy_(c)
+        for m, attrs, bufs, params in saved:
+            for d, old in ((m.__dict__, attrs), (m._buffers, bufs), (m._parameters, params)):
+                for k in [k for k in d if k not in old]:
+                    del d[k]
+                for k, v in old.items():
+                    if d.get(k, d) is not v:
+                        d[k] = v
     name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
     return fx.GraphModule(tracer.root, graph, name)
 

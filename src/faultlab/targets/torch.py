@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask
-from ..errors import DataError, FaultSpecError
+from ..errors import DataError, FaultlabError, FaultSpecError
 from ..faults import Fault, Site
 from .base import Assignment, Target
 from ._tensor_ops import fault_in_place, first_tensor, rows_tensor
@@ -20,8 +20,15 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-
-
+def _random_in_training(mod: nn.Module) -> bool:
+    """Does ``mod`` draw random numbers on every pass in its current mode (dropout in training mode)?"""
+    if not mod.training:
+        return False
+    if isinstance(mod, (nn.modules.dropout._DropoutNd, nn.RReLU)):
+        return True
+    if isinstance(mod, (nn.RNNBase, nn.MultiheadAttention)):
+        return float(getattr(mod, "dropout", 0) or 0) > 0 and (not isinstance(mod, nn.RNNBase) or mod.num_layers > 1)
+    return False
 
 
 class TorchTarget(Target):
@@ -53,17 +60,26 @@ class TorchTarget(Target):
         self._act_order: list[str] = []
         #: modules called more than once per forward pass (name -> calls): not activation sites
         self.reused_modules: dict[str, int] = {}
+        #: modules whose output's first dimension is not the batch (name -> output shape for one input): not activation sites
+        self.unbatched_modules: dict[str, tuple[int, ...]] = {}
         self._sites: list[Site] | None = None
         if example_input is not None:
             self.trace(example_input)
 
     # ----- sites -----
     def trace(self, x: torch.Tensor | np.ndarray) -> None:
-        """Run one forward pass on ``x`` to record every module's output shape and call order."""
-        xt = self.to_tensor(x[:1])
+        """Run one forward pass on ``x`` to record every module's output shape and call order.
+
+        A second pass on two copies of that input finds the modules whose output's first dimension is not
+        the batch (``nn.LSTM`` without ``batch_first``: time first): a row of such an output is no input, so
+        they are not activation sites (:attr:`unbatched_modules`).
+        """
+        xt = self._fresh(x[:1])
         shapes: dict[str, tuple[tuple[int, ...], str]] = {}
         order: list[str] = []
         calls: dict[str, int] = {}
+        lead: dict[str, int] = {}
+        full: dict[str, tuple[int, ...]] = {}
         handles = []
 
         def rec(name: str) -> Callable:
@@ -72,7 +88,16 @@ class TorchTarget(Target):
                 t = first_tensor(out)
                 if t is not None and name not in shapes and t.dim() >= 1:
                     shapes[name] = (tuple(t.shape[1:]), _dtype_name(t.dtype))
+                    full[name] = tuple(t.shape)
                     order.append(name)
+
+            return hook
+
+        def rec2(name: str) -> Callable:
+            def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+                t = first_tensor(out)
+                if t is not None and name not in lead and t.dim() >= 1:
+                    lead[name] = int(t.shape[0])
 
             return hook
 
@@ -80,13 +105,23 @@ class TorchTarget(Target):
             if name:
                 handles.append(mod.register_forward_hook(rec(name)))
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._state_kept():
                 self.model(xt)
         except Exception as e:
             raise DataError(f"data of shape {tuple(xt.shape)} does not fit the model ({type(e).__name__}: {e})") from None
         finally:
             for h in handles:
                 h.remove()
+        handles = [self._modules[name].register_forward_hook(rec2(name)) for name in order]
+        try:
+            with torch.no_grad(), self._state_kept():
+                self.model(torch.cat([xt, xt]))
+        except Exception:
+            lead = {name: 2 for name in order}  # a model that takes one input at a time: the first pass decides
+        finally:
+            for h in handles:
+                h.remove()
+        self.unbatched_modules = {name: full[name] for name in order if full[name][0] != 1 or lead.get(name, 2) != 2}
         self._act_shapes, self._act_order, self._sites = shapes, order, None
         self.reused_modules = {name: c for name, c in calls.items() if c > 1 and name in shapes}
 
@@ -103,8 +138,8 @@ class TorchTarget(Target):
                     sites.append(Site(self._param_site_name(mname, pname), "weight", mname, type(mod).__name__, tuple(p.shape), _dtype_name(p.dtype)))
             if self._act_shapes is not None:
                 for name in self._act_order:
-                    if name in self.reused_modules:
-                        continue  # several outputs per forward pass: no one tensor for a fault to name
+                    if name in self.reused_modules or name in self.unbatched_modules:
+                        continue  # several outputs per forward pass, or rows that are not inputs: nothing for a fault to name
                     shape, dt = self._act_shapes[name]
                     sites.append(Site(name, "activation", name, type(self._modules[name]).__name__, shape, dt))
             self._sites = sites
@@ -117,6 +152,13 @@ class TorchTarget(Target):
             raise FaultSpecError(
                 f"activation layer {name!r} is called {self.reused_modules[name]} times per forward pass, so its output is "
                 "several tensors and a fault cannot name one; fault the layer that feeds it, or give each use its own module"
+            )
+        if kind == "activation" and name in self.unbatched_modules:
+            raise FaultSpecError(
+                f"activation layer {name!r}: its output's first dimension is not the batch (shape "
+                f"{self.unbatched_modules[name]} for one input; time first, as nn.LSTM/nn.GRU/nn.MultiheadAttention "
+                "give without batch_first=True), so its rows are not inputs and a fault cannot name one element; "
+                "build the layer with batch_first=True, or fault the layer after it"
             )
         return super().site(name, kind)  # type: ignore[arg-type]
 
@@ -149,9 +191,45 @@ class TorchTarget(Target):
             t = t.to(self._float_dtype)
         return t.to(self._device, non_blocking=True)
 
+    def _fresh(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``x`` as a tensor the model may change in place (``x.sub_(mean)`` in forward) without changing the caller's."""
+        t = self.to_tensor(x)
+        return t.clone() if t is x else t
+
+    def _refuse_random(self) -> None:
+        for name, mod in self._modules.items():
+            if _random_in_training(mod):
+                raise FaultlabError(
+                    f"module {name or type(mod).__name__!r} ({type(mod).__name__}) is in training mode and draws a new random "
+                    "mask on every pass, so outputs differ with no fault at all; call model.eval() (TorchTarget does when it "
+                    "is built) or .eval() on that module"
+                )
+
+    @contextmanager
+    def _state_kept(self) -> Iterator[None]:
+        """Put back every buffer the model writes during the block (a call counter, batch-norm running statistics in
+        training mode, a range observer): each pass starts from the same state, and a campaign leaves none behind.
+
+        Buffers are compared bit for bit with a copy taken before (batch norm's kernel writes its running statistics
+        without counting a write), and a buffer rebound to a new tensor gets the old one back.
+        """
+        held = [(m, k, b, b.detach().clone()) for m in self._modules.values() for k, b in m._buffers.items() if b is not None and not b.is_inference()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for m, k, b, c in held:
+                    if m._buffers.get(k) is not b:
+                        m._buffers[k] = b
+                    if b.shape != c.shape:
+                        b.set_(c)  # resized in place
+                    elif not torch.equal(as_int_view(b.reshape(-1)), as_int_view(c.reshape(-1))):
+                        b.copy_(c)
+
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            out = first_tensor(self.model(self.to_tensor(x)))
+        self._refuse_random()
+        with torch.no_grad(), self._state_kept():
+            out = first_tensor(self.model(self._fresh(x)))
         if out is None:
             raise DataError("the model's forward() returned no tensor; faultlab needs (N, C) scores")
         return out.reshape(out.shape[0], -1) if out.dim() != 2 else out
@@ -174,8 +252,8 @@ class TorchTarget(Target):
             # registered after the injection hooks, so they see the faulty outputs
             handles = [self._modules[name].register_forward_hook(rec(name)) for name in self._act_order]
             try:
-                with torch.no_grad():
-                    self.model(self.to_tensor(x))
+                with torch.no_grad(), self._state_kept():
+                    self.model(self._fresh(x))
             finally:
                 for h in handles:
                     h.remove()
