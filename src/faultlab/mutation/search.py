@@ -151,7 +151,9 @@ def sequential_decision(original: Sequence[float], mutant: Sequence[float], *, a
     Kill when the test's p < ``alpha_k`` (this look's share of alpha) and |d| >= ``min_effect``
     harmfully. Stop as survived when a one-sided t-test rejects "harmful effect >= min_effect SD"
     at ``beta_k``. Spending makes the summed error at most alpha (false kills) and beta (early
-    survivals of mutants at least ``min_effect`` harmful), by the union bound.
+    survivals of mutants at least ``min_effect`` harmful), by the union bound, which needs each look's
+    p to hold its level: the p is ``test.sequential_p_value`` (for the GLM, its Wald statistic referred
+    to Student's t rather than the normal).
     """
     from scipy import stats
 
@@ -167,7 +169,7 @@ def sequential_decision(original: Sequence[float], mutant: Sequence[float], *, a
     if np.ptp(o) == 0 and np.ptp(m) == 0:
         p = 1.0 if o.mean() == m.mean() else 0.0
     else:
-        p = test.p_value(o, m)
+        p = test.sequential_p_value(o, m)
     if p < alpha_k and abs(d) >= min_effect and harmful(d, direction):
         return "killed"
     if final:
