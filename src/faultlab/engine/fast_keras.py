@@ -81,8 +81,26 @@ class KerasGraph:
             if not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape[0] != nb:
                 raise UnsupportedModel(f"a Keras layer output is not batched by input (shape {tuple(getattr(v, 'shape', ()))})")
         self.row_bytes = sum(v.numel() * v.element_size() for v in values.values()) // max(nb, 1)
+        self._check_row_order(values, nb)
         out = values[self.output]
         return values, out.reshape(nb, -1)
+
+    def _check_row_order(self, values: dict[int, Any], nb: int) -> None:
+        """Every layer on the block's clean inputs in reverse row order must give its clean rows, reversed.
+
+        Replays put an input's row anywhere in a pass. A Keras GRU on the torch backend computed the last rows of
+        a 40-row block (38, 39) apart from the same rows elsewhere in a batch, and the pinned control rows (the
+        block's first inputs) never hold them: a masked pair read non-critical. Reversing the block moves every row.
+        """
+        if nb < 2:
+            return
+        perm = torch.arange(nb - 1, -1, -1, device=values[self.input].device)
+        with torch.no_grad():
+            for n in self.nodes:
+                got = self.call(n, {t: gather_rows(values[t], perm) for t in self.in_ids[n]})
+                for t, y in zip(self.out_ids[n], got):
+                    if not bool(rows_equal(y, gather_rows(values[t], perm)).all()):
+                        raise UnsupportedModel(f"Keras layer {getattr(n.operation, 'name', '?')} computes a row apart by its place in the batch")
 
     # ----- replay -----
     def _plan(self, start: Any) -> tuple[list[Any], dict[int, float], dict[int, int], list[bool]]:
