@@ -416,3 +416,26 @@ def test_transformer_encoder_layer(digits32):
     faults += _faults("enc.self_attn", "activation", [(i % 8, 5 * i % 16) for i in range(6)], 300)
     faults += _faults("enc", "activation", [(i % 8, 5 * i % 16) for i in range(6)], 400)
     _check(Net(), xs, y, faults)
+
+
+def test_embedding_with_max_norm_renormalising_its_weight_in_forward(digits32):
+    """``nn.Embedding(max_norm=1)`` rescales every row it looks up whose norm exceeds 1, in the weight itself: a faulty
+    row was rescaled in place and restoring the one faulted element left the rest of the row (the model) changed."""
+    x, y = digits32
+    tokens = x.reshape(-1, 64)[:, ::4].astype(np.int64).copy()
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(17, 8, max_norm=1.0)
+            self.fc = nn.Linear(16 * 8, 10)
+
+        def forward(self, t):
+            return self.fc(self.emb(t).flatten(1))
+
+    torch.manual_seed(0)
+    used = sorted(set(tokens.ravel().tolist()))
+    faults = _faults("emb", "weight", [(used[i % len(used)], i % 8) for i in range(12)])
+    faults += _faults("emb", "activation", [(i % 16, 3 * i % 8) for i in range(6)], 100)
+    fast = _check(Net(), tokens, y, faults)
+    assert fast.stats["exact"] == len(faults)

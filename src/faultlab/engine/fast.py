@@ -228,6 +228,11 @@ class FastEngine(Engine):
             tune_allocator()
         self.stats = {"stacked": 0, "node": 0, "act": 0, "exact": 0, "redone": 0, "early_exit_rows": 0, "windowed_passes": 0, "block_passes": 0}
         tm = self._trace(target)
+        written = getattr(target, "written_params", None)
+        if isinstance(tm, TracedModel) and written:
+            # the graph's clean and node passes call the layer itself, which would write the parameter for good
+            log.warning("fast engine: the model's forward writes parameter %s in place; using the exact engine", next(iter(written.values())))
+            tm = None
         if tm is None:
             self.stats["exact"] = len(faults)
             return self._exact().run(target, data, faults)

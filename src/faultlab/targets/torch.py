@@ -1,6 +1,7 @@
 """PyTorch target: weight faults in place on parameters, activation faults through forward hooks."""
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -16,8 +17,19 @@ from .base import Assignment, Target
 from ._tensor_ops import fault_in_place, first_tensor, rows_tensor
 
 
+log = logging.getLogger("faultlab")
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+def _put_back(t: torch.Tensor, copy: torch.Tensor) -> None:
+    """Make ``t`` bit-identical to ``copy`` again (in place; only if it differs, so an unchanged tensor keeps its write count)."""
+    if t.shape != copy.shape:
+        t.set_(copy)  # resized in place
+    elif not torch.equal(as_int_view(t.reshape(-1)), as_int_view(copy.reshape(-1))):
+        t.copy_(copy)
 
 
 def _random_in_training(mod: nn.Module) -> bool:
@@ -56,6 +68,13 @@ class TorchTarget(Target):
             self._float_dtype = torch.float32
         self.device = str(self._device)
         self._modules = dict(model.named_modules())
+        #: parameters the model's own forward writes in place (``nn.Embedding(max_norm=...)`` renormalises the rows it
+        #: looks up), by id: put back after every pass, and a weight fault on one restores the whole tensor
+        self.written_params: dict[int, str] = {
+            id(m.weight): f"{name}.weight" if name else "weight"
+            for name, m in self._modules.items()
+            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None
+        }
         self._act_shapes: dict[str, tuple[tuple[int, ...], str]] | None = None
         self._act_order: list[str] = []
         #: modules called more than once per forward pass (name -> calls): not activation sites
@@ -208,12 +227,17 @@ class TorchTarget(Target):
     @contextmanager
     def _state_kept(self) -> Iterator[None]:
         """Put back every buffer the model writes during the block (a call counter, batch-norm running statistics in
-        training mode, a range observer): each pass starts from the same state, and a campaign leaves none behind.
+        training mode, a range observer), and every parameter it is known to write (:attr:`written_params`): each
+        pass starts from the same state, and a campaign leaves none behind.
 
-        Buffers are compared bit for bit with a copy taken before (batch norm's kernel writes its running statistics
-        without counting a write), and a buffer rebound to a new tensor gets the old one back.
+        Values are compared bit for bit with a copy taken before (batch norm's kernel writes its running statistics
+        without counting a write), and a buffer rebound to a new tensor gets the old one back. A parameter found
+        written by a pass that was not known to be (its write count moved) is put back from the next pass on.
         """
         held = [(m, k, b, b.detach().clone()) for m in self._modules.values() for k, b in m._buffers.items() if b is not None and not b.is_inference()]
+        params = {id(p): (n, p) for n, p in self.model.named_parameters()}
+        written = [(p, p.detach().clone()) for i, (_, p) in params.items() if i in self.written_params]
+        versions = {i: p._version for i, (_, p) in params.items() if not p.is_inference()}
         try:
             yield
         finally:
@@ -221,10 +245,14 @@ class TorchTarget(Target):
                 for m, k, b, c in held:
                     if m._buffers.get(k) is not b:
                         m._buffers[k] = b
-                    if b.shape != c.shape:
-                        b.set_(c)  # resized in place
-                    elif not torch.equal(as_int_view(b.reshape(-1)), as_int_view(c.reshape(-1))):
-                        b.copy_(c)
+                    _put_back(b, c)
+                for p, c in written:
+                    _put_back(p, c)
+            for i, v in versions.items():
+                n, p = params[i]
+                if i not in self.written_params and p._version != v:
+                    self.written_params[i] = n
+                    log.warning("model's forward wrote parameter %s in place; it is put back after every pass from now on", n)
 
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         self._refuse_random()
@@ -284,7 +312,12 @@ class TorchTarget(Target):
                     restore()
 
     def _apply_weight(self, fault: Fault, site: Site) -> Callable[[], None]:
-        return fault_in_place(self._param(site).data, fault)
+        p = self._param(site)
+        if id(p) not in self.written_params:
+            return fault_in_place(p.data, fault)
+        whole = p.detach().clone()  # the model writes this parameter itself (outside faultlab's forward too): restore all of it
+        fault_in_place(p.data, fault)
+        return lambda: _put_back(p.data, whole)
 
     def _activation_hook(self, items: list[tuple[Fault, Any, Site]]) -> Callable:
         """One hook per layer: vectorised gather/XOR/scatter for indexed bit faults, a loop otherwise."""
