@@ -214,3 +214,20 @@ def test_regression_example_end_to_end(tmp_path):
         # label noise at the labels' own SD: the training loss cannot fall below the noise, the mutant is killed
         c = sweep.compare("change_label", 100.0, metric="loss", test=GLMTest(), direction="lower")
         assert c.killed is True and c.mean_mutant > 10 * c.mean_original
+
+
+@pytest.mark.parametrize("shape", [(300,), (300, 1)])
+def test_float_binary_targets_are_classes_not_regression(shape):
+    """0/1 float labels (a sigmoid output's binary cross-entropy targets) get the class operators, not label noise."""
+    from faultlab.mutation.operators import is_class_labels
+
+    y = np.repeat(np.array([0.0, 1.0], np.float32), [200, 100]).reshape(shape)
+    x = np.arange(300, dtype=np.float32).reshape(-1, 1)
+    assert is_class_labels(y)
+    assert not is_class_labels(np.array([0.0, 1.0, 0.5], np.float32)) and not is_class_labels(np.array([0.0, 2.0]))
+    _, y2 = mutate_data("change_label", x, y, 30.0, np.random.default_rng(0))
+    assert set(np.unique(y2).tolist()) == {0.0, 1.0} and y2.shape == y.shape
+    flipped = (y2 != y).reshape(-1)
+    assert flipped.sum() == 60 and (y.reshape(-1)[flipped] == 0).all()  # 30 % of the bigger class, to the other
+    _, y3 = mutate_data("delete_training_data", x, y, 50.0, np.random.default_rng(0))
+    assert np.bincount(y3.reshape(-1).astype(int)).tolist() == [100, 50]  # half of every class

@@ -135,11 +135,15 @@ class Operator:
 
 # ---------------------------------------------------------------- data operators (DeepCrime)
 def is_class_labels(y: np.ndarray) -> bool:
-    """Classification labels: integer class ids, or one-hot rows (Keras' ``to_categorical`` gives float ones)."""
+    """Classification labels: integer class ids, one-hot rows (Keras' ``to_categorical`` gives float ones), or
+    float 0/1 targets in one column (a sigmoid output's binary cross-entropy labels). Other labels are regression
+    targets."""
     y = np.asarray(y)
     if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
         return True
-    return bool(y.ndim == 2 and y.shape[1] > 1 and len(y) and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all())
+    if not len(y) or not np.isin(y, (0, 1)).all():
+        return False
+    return bool(y.ndim == 1 or y.ndim == 2 and (y.shape[1] == 1 or (y.sum(axis=1) == 1).all()))
 
 
 def class_ids(y: np.ndarray) -> np.ndarray:
