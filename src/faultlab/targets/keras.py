@@ -65,6 +65,7 @@ class KerasTarget(Target):
         self._act_shapes: dict[str, tuple[tuple[int, ...], str]] | None = None
         self._sites: list[Site] | None = None
         self._variables: dict[str, Any] = {}
+        self._layer_variables: dict[str, list[Any]] = {}
         if not getattr(model, "built", True) and example_input is not None:
             model(self.prepare(np.asarray(example_input[:1])))
         if example_input is not None:
@@ -103,6 +104,12 @@ class KerasTarget(Target):
         self._sites = None
 
     def _variable_sites(self, layer: Any) -> list[tuple[str, Any]]:
+        """(site name, variable) of a layer, in ``get_weights()`` order.
+
+        The kernel (else the first variable) is the layer's name alone, the others ``name.<variable name>``. Where
+        the layer holds several variables of that name (a Bidirectional wrapper: a forward and a backward
+        kernel), each is named by its path below the layer instead (``bi.forward_lstm/lstm_cell/kernel``).
+        """
         variables = list(layer.weights)
         if not variables:
             return []
@@ -110,7 +117,7 @@ class KerasTarget(Target):
         main = next((v for v in variables if v.name == "kernel"), variables[0])
         out: list[tuple[str, Any]] = []
         for v in variables:
-            if v is main:
+            if v is main and names.count(v.name) == 1:
                 out.append((layer.name, v))
                 continue
             suffix = v.name if names.count(v.name) == 1 else v.path.split(f"{layer.name}/", 1)[-1]
@@ -121,7 +128,9 @@ class KerasTarget(Target):
         if self._sites is None:
             sites: list[Site] = []
             self._variables = {}
+            self._layer_variables = {}
             for layer in self._layers():
+                self._layer_variables[layer.name] = list(layer.weights)
                 for name, v in self._variable_sites(layer):
                     self._variables[name] = v
                     sites.append(Site(name, "weight", layer.name, type(layer).__name__, tuple(int(d) for d in v.shape), str(v.dtype)))
@@ -134,13 +143,22 @@ class KerasTarget(Target):
         return self._sites
 
     def _aliases(self, site: Site) -> list[str]:
+        """``name/var`` for ``name.var``; the Keras variable path (``lstm/lstm_cell/recurrent_kernel``) and
+        ``layer.<path below the layer>``; for the kernel ``layer.kernel`` / ``layer/kernel``, and the bare layer
+        name where its kernel is not listed under it (Bidirectional: the forward kernel, as listed before)."""
         if site.kind != "weight":
             return []
         v = self._variables.get(site.name)
         out = [site.name.replace(".", "/", 1)] if "." in site.name else []
-        if site.name == site.layer and v is not None:
-            out += [f"{site.layer}.{v.name}", f"{site.layer}/{v.name}"]
-        return out
+        if v is None:
+            return out
+        out += [v.path, f"{site.layer}.{v.path.split(f'{site.layer}/', 1)[-1]}"]
+        first = next((w for w in self._layer_variables.get(site.layer, []) if w.name == "kernel"), None)
+        if first is None and self._layer_variables.get(site.layer):
+            first = self._layer_variables[site.layer][0]
+        if v is first:
+            out += [f"{site.layer}.{v.name}", f"{site.layer}/{v.name}"] + ([site.layer] if site.name != site.layer else [])
+        return [a for a in dict.fromkeys(out) if a != site.name]
 
     def fingerprint(self) -> str:
         """A hash of every variable, to recognise the same model on resume."""
