@@ -439,3 +439,20 @@ def test_embedding_with_max_norm_renormalising_its_weight_in_forward(digits32):
     faults += _faults("emb", "activation", [(i % 16, 3 * i % 8) for i in range(6)], 100)
     fast = _check(Net(), tokens, y, faults)
     assert fast.stats["exact"] == len(faults)
+
+
+def test_weight_clipped_in_forward(digits32):
+    """``fc1.weight.data.clamp_(...)`` in forward (a no-op on clean weights) clamps a faulty weight in place:
+    restoring the saved element, not XOR-ing the bit back, leaves the model as it was."""
+    x, y = digits32
+
+    class Net(TwoLinear):
+        def forward(self, x):
+            self.fc1.weight.data.clamp_(-0.3, 0.3)
+            return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model.fc1.weight.clamp_(-0.3, 0.3)
+    _check(model, x, y, _fc1_faults())
