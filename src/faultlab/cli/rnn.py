@@ -197,7 +197,7 @@ def build(
     Each m's abstraction is stored as OUT/abstraction_mNNN.npz; rerunning resumes.
     Example: faultlab rnn build --model models/gru-digits.pt --data digits-seq --pca 10 --start 2 --end 40 --step 2 --out runs/gru
     """
-    from ..rnn.abstraction import components_range, read_sweep_csv, sweep_components, write_sweep_csv
+    from ..rnn.abstraction import components_range, sweep_components, write_sweep_csv
     from ..rnn.analysis import abstraction_file, check_fits, check_limit, file_digest, load_split_data
     from ..rnn.profile import profile_model
     from ..rnn.subjects import load_model, model_file
@@ -211,8 +211,14 @@ def build(
     meta = {"model": str(path.resolve()), "data": data, "test_data": test_data, "pca": pca, "seed": seed, "limit": limit}
     digest = file_digest(path)
     meta_path = out / "build.json"
+    csv_path = out / "abstraction.csv"
     if meta_path.exists():
         _check_build_meta(out, meta_path, meta, digest)
+        done = _stored_sweep(out, csv_path)
+        if all(m in done for m in ms):  # the same model and options, every m stored: nothing to load or fit
+            console.print(f"all {len(ms)} abstractions already in {csv_path}")
+            _sweep_table(csv_path, ms, done)
+            return
     net = load_model(path, trust=trust)
     train_ds, test_ds = load_split_data(data, test_data, limit=limit)
     hidden, _ = check_fits(net, train_ds, source=f"--data {data}")
@@ -228,8 +234,7 @@ def build(
         tmp = meta_path.with_name(meta_path.name + ".tmp")
         tmp.write_text(json.dumps({**meta, "model_sha256": digest, "hidden_size": hidden}, indent=2) + "\n")
         tmp.replace(meta_path)
-    csv_path = out / "abstraction.csv"
-    done = {r.m: r for r in read_sweep_csv(csv_path) if abstraction_file(out, r.m).exists()}
+    done = _stored_sweep(out, csv_path)
     todo = [m for m in ms if m not in done]
     if not todo:
         console.print(f"all {len(ms)} abstractions already in {csv_path}")
@@ -246,9 +251,20 @@ def build(
             task = bar.add_task(f"abstractions (pca {pca})", total=len(todo))
             sweep_components(prof.hidden, prof.step_pred, pca_dims=pca, ms=todo, seed=seed, n_classes=prof.n_classes,
                              on_fit=store, progress=lambda d, t: bar.update(task, completed=d, total=t))
-    rows_all = {r.m: r for r in read_sweep_csv(csv_path)}
+    _sweep_table(csv_path, ms, _stored_sweep(out, csv_path))
+
+
+def _stored_sweep(out: Path, csv_path: Path) -> dict[int, Any]:
+    """The sweep rows of ``abstraction.csv`` whose abstraction file is stored too, by m."""
+    from ..rnn.abstraction import read_sweep_csv
+    from ..rnn.analysis import abstraction_file
+
+    return {r.m: r for r in read_sweep_csv(csv_path) if abstraction_file(out, r.m).exists()}
+
+
+def _sweep_table(csv_path: Path, ms: list[int], rows: dict[int, Any]) -> None:
     _table(f"abstractions and stability ({csv_path})", ["m", "bic", "mean", "weighted", "min", "max", "seconds"],
-           [[m, *list(asdict(rows_all[m]).values())[1:]] for m in ms if m in rows_all])
+           [[m, *list(asdict(rows[m]).values())[1:]] for m in ms if m in rows])
 
 
 def _check_build_meta(out: Path, meta_path: Path, meta: dict[str, Any], digest: str) -> None:
