@@ -456,3 +456,37 @@ def test_weight_clipped_in_forward(digits32):
     with torch.no_grad():
         model.fc1.weight.clamp_(-0.3, 0.3)
     _check(model, x, y, _fc1_faults())
+
+
+def test_transformer_encoder_with_padding_mask(digits32):
+    """In eval mode ``nn.TransformerEncoder`` runs a padded batch as nested tensors (rows of several lengths): building
+    the target failed on them ("NestedTensorImpl doesn't support sizes"); its layers' outputs are not sites, the
+    encoder's padded output and every weight are."""
+    import warnings
+
+    x, y = digits32
+    tokens = x.reshape(-1, 64)[:, ::4].astype(np.int64) % 16 + 1
+    tokens[::2, 10:] = 0  # padding
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(18, 16)
+            self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, t):
+            return self.fc(self.enc(self.emb(t), src_key_padding_mask=t == 0)[:, 0])
+
+    torch.manual_seed(0)
+    model = Net()
+    faults = _faults("enc.layers.0.linear1", "weight", [(5 * i % 32, 3 * i % 16) for i in range(6)])
+    faults += _faults("enc", "activation", [(i % 16, 5 * i % 16) for i in range(6)], 100)
+    faults += _faults("emb", "activation", [(i % 16, 7 * i % 16) for i in range(6)], 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's nested-tensor prototype warning
+        _check(model, tokens, y, faults)
+        target = TorchTarget(model, example_input=tokens[:1])
+    assert [s.name for s in target.sites() if s.kind == "activation"] == ["emb", "enc", "fc"]
+    with pytest.raises(FaultSpecError, match="'enc.layers.0.linear1'.*nested tensor"):
+        target.check_fault(Fault(0, "enc.layers.0.linear1", (0, 1), (30,), "activation"))

@@ -99,12 +99,16 @@ class TorchTarget(Target):
         calls: dict[str, int] = {}
         lead: dict[str, int] = {}
         full: dict[str, tuple[int, ...]] = {}
+        nested: set[str] = set()
         handles = []
 
         def rec(name: str) -> Callable:
             def hook(mod: nn.Module, inp: Any, out: Any) -> None:
                 calls[name] = calls.get(name, 0) + 1
                 t = first_tensor(out)
+                if t is not None and t.is_nested:  # rows of several lengths (nn.TransformerEncoder with a padding mask)
+                    nested.add(name)
+                    return
                 if t is not None and name not in shapes and t.dim() >= 1:
                     shapes[name] = (tuple(t.shape[1:]), _dtype_name(t.dtype))
                     full[name] = tuple(t.shape)
@@ -115,7 +119,7 @@ class TorchTarget(Target):
         def rec2(name: str) -> Callable:
             def hook(mod: nn.Module, inp: Any, out: Any) -> None:
                 t = first_tensor(out)
-                if t is not None and name not in lead and t.dim() >= 1:
+                if t is not None and name not in lead and not t.is_nested and t.dim() >= 1:
                     lead[name] = int(t.shape[0])
 
             return hook
@@ -141,6 +145,7 @@ class TorchTarget(Target):
             for h in handles:
                 h.remove()
         self.unbatched_modules = {name: full[name] for name in order if full[name][0] != 1 or lead.get(name, 2) != 2}
+        self.unbatched_modules.update({name: () for name in nested})
         self._act_shapes, self._act_order, self._sites = shapes, order, None
         self.reused_modules = {name: c for name, c in calls.items() if c > 1 and name in shapes}
 
@@ -171,6 +176,13 @@ class TorchTarget(Target):
             raise FaultSpecError(
                 f"activation layer {name!r} is called {self.reused_modules[name]} times per forward pass, so its output is "
                 "several tensors and a fault cannot name one; fault the layer that feeds it, or give each use its own module"
+            )
+        if kind == "activation" and self.unbatched_modules.get(name) == ():
+            raise FaultSpecError(
+                f"activation layer {name!r}: its output is a nested tensor (rows of several lengths, as nn.TransformerEncoder "
+                "makes of a padded batch with src_key_padding_mask in eval mode), so a fault cannot name one element; "
+                "fault the layer whose output is a padded tensor again (the encoder itself), or build the encoder with "
+                "enable_nested_tensor=False"
             )
         if kind == "activation" and name in self.unbatched_modules:
             raise FaultSpecError(
