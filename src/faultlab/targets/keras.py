@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..bits import apply_fault_model
-from ..errors import DataError, FaultSpecError
+from ..errors import DataError, FaultSpecError, ModelLoadError
 from ..faults import Fault, Site
 from .base import Assignment, Target
 from ._tensor_ops import fault_in_place
@@ -66,10 +66,40 @@ class KerasTarget(Target):
         self._sites: list[Site] | None = None
         self._variables: dict[str, Any] = {}
         self._layer_variables: dict[str, list[Any]] = {}
+        self._check_one_input_one_output()
         if not getattr(model, "built", True) and example_input is not None:
             model(self.prepare(np.asarray(example_input[:1])))
         if example_input is not None:
             self.trace(self.prepare(np.asarray(example_input)))  # bundled (channels-first) data works as is
+
+    def _check_one_input_one_output(self) -> None:
+        """faultlab feeds a model one input array and classifies one (N, C) output: refuse others up front."""
+        if not self._graph_layers():
+            return  # a subclassed model: its first forward says so (see forward)
+        what = self.model.name
+        ins, outs = list(self.model.inputs), list(getattr(self.model, "outputs", None) or [])
+        if len(ins) > 1:
+            names = ", ".join(str(getattr(t, "name", "?")) for t in ins)
+            raise ModelLoadError(
+                f"Keras model {what!r} takes {len(ins)} inputs ({names}); faultlab feeds a model one input array (--data x), "
+                "so it runs models with one input (merge the inputs into one Input and split it inside the model)"
+            )
+        if len(outs) > 1:
+            names = ", ".join(self._output_names(outs))
+            raise ModelLoadError(
+                f"Keras model {what!r} has {len(outs)} outputs ({names}); faultlab classifies one output, "
+                "so pass a model of the head to study, e.g. keras.Model(model.inputs, model.get_layer(NAME).output)"
+            )
+
+    @staticmethod
+    def _output_names(outs: list[Any]) -> list[str]:
+        """The layer producing each output (a KerasTensor's history), else its tensor name."""
+        names = []
+        for t in outs:
+            hist = getattr(t, "_keras_history", None)
+            layer = getattr(hist, "operation", None) if hist is not None else None
+            names.append(str(getattr(layer, "name", None) or getattr(t, "name", "?")))
+        return names
 
     # ----- sites -----
     def _layers(self) -> list[Any]:
@@ -198,7 +228,14 @@ class KerasTarget(Target):
 
     def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         model = self._instrumented if self._plan else self.model
-        out = _first(self._call(model, x))
+        raw = self._call(model, x)
+        n_out = len(self.keras.tree.flatten(raw))
+        if n_out > 1:
+            raise ModelLoadError(
+                f"Keras model {self.model.name!r} returns {n_out} tensors; faultlab classifies one output, "
+                "so pass a model (or a call) that returns the head to study"
+            )
+        out = _first(raw)
         if out is None:
             raise DataError("the Keras model returned no tensor; faultlab needs (N, C) scores")
         t = self._as_torch(out)
