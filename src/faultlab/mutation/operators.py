@@ -194,7 +194,7 @@ def mutate_data(name: str, x: np.ndarray, y: np.ndarray, percent: float, rng: np
     appends copies of that share of the most frequent class's inputs labelled as the second most
     frequent class.
 
-    Regression labels (neither class ids nor one-hot rows) get DeepCrime's regression variants:
+    Regression labels (not class labels, see :func:`is_class_labels`) get DeepCrime's regression variants:
     *change_label* adds Gaussian noise with SD ``percent`` % of the labels' SD to every label; the
     others take the labels' SD buckets (:func:`sd_buckets`) as the classes, and the overlap's copies get
     the distinct labels of the second biggest bucket, sorted and repeated in order.
