@@ -231,8 +231,11 @@ def _symbolic_trace(model: nn.Module) -> Any:
     # and buffers are real tensors there: ``self.count.add_(1)`` runs on them
     saved = [(m, dict(m.__dict__), dict(m._buffers), dict(m._parameters)) for m in model.modules()]
     values = [(b, b.detach().clone()) for m in model.modules() for b in m._buffers.values() if b is not None and not b.is_inference()]
+    name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
     try:
         graph = tracer.trace(model)
+        # made before the attributes are put back: it copies the tensor constants the tracer added to the model
+        gm = fx.GraphModule(tracer.root, graph, name)
     finally:
         with torch.no_grad():
             for b, c in values:
@@ -245,8 +248,7 @@ def _symbolic_trace(model: nn.Module) -> Any:
                 for k, v in old.items():
                     if d.get(k, d) is not v:
                         d[k] = v
-    name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
-    return fx.GraphModule(tracer.root, graph, name)
+    return gm
 
 
 class TracedModel:

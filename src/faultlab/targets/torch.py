@@ -239,14 +239,16 @@ class TorchTarget(Target):
     @contextmanager
     def _state_kept(self) -> Iterator[None]:
         """Put back every buffer the model writes during the block (a call counter, batch-norm running statistics in
-        training mode, a range observer), and every parameter it is known to write (:attr:`written_params`): each
-        pass starts from the same state, and a campaign leaves none behind.
+        training mode, a range observer), every parameter it is known to write (:attr:`written_params`) and every
+        plain tensor attribute it rebinds (``self.prev = h``): each pass starts from the same state, and a campaign
+        leaves none behind. (Attributes a pass adds are left: caches made on first use.)
 
         Values are compared bit for bit with a copy taken before (batch norm's kernel writes its running statistics
         without counting a write), and a buffer rebound to a new tensor gets the old one back. A parameter found
         written by a pass that was not known to be (its write count moved) is put back from the next pass on.
         """
         held = [(m, k, b, b.detach().clone()) for m in self._modules.values() for k, b in m._buffers.items() if b is not None and not b.is_inference()]
+        attrs = [(m, a) for m in self._modules.values() if (a := {k: v for k, v in m.__dict__.items() if isinstance(v, torch.Tensor)})]
         params = {id(p): (n, p) for n, p in self.model.named_parameters()}
         written = [(p, p.detach().clone()) for i, (_, p) in params.items() if i in self.written_params]
         versions = {i: p._version for i, (_, p) in params.items() if not p.is_inference()}
@@ -260,6 +262,10 @@ class TorchTarget(Target):
                     _put_back(b, c)
                 for p, c in written:
                     _put_back(p, c)
+            for m, a in attrs:  # plain tensor attributes rebound (``self.prev = h.mean(0)``, read by the next pass)
+                for k, v in a.items():
+                    if m.__dict__.get(k) is not v:
+                        m.__dict__[k] = v
             for i, v in versions.items():
                 n, p = params[i]
                 if i not in self.written_params and p._version != v:
