@@ -531,3 +531,39 @@ def test_tensor_constants_trace_without_staying_in_the_model(digits32):
     fast = _check(model, x, y, _fc1_faults())
     assert fast.stats["exact"] == 0
     assert set(vars(model)) == names
+
+
+def test_aliasing_writes_on_feature_maps(digits):
+    """The same writes on 4-D maps, where activation faults replay on windows and weight faults on blocks."""
+    x, y = digits
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.r1 = nn.ReLU()
+            self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.shift = nn.Parameter(torch.linspace(-0.1, 0.1, 8))
+            self.fc = nn.Linear(8 * 16, 10)
+
+        def forward(self, x):
+            h = self.r1(self.c1(x))
+            out = torch.zeros_like(h)
+            out += h
+            g = self.c2(out)
+            g = torch.where(g > 0, g, 0.05 * g)
+            g = g.masked_fill_(g.abs() > 40, 0.0)
+            g = self.bn(g).add_(self.shift.view(1, -1, 1, 1))
+            return self.fc(nn.functional.max_pool2d(torch.relu(g), 2).flatten(1))
+
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.1, 0.1)
+        model.bn.running_var.uniform_(0.5, 2)
+    faults = _faults("c1", "activation", [(i % 8, 3 * i % 8, 5 * i % 8) for i in range(12)])
+    faults += _faults("r1", "activation", [(i % 8, 5 * i % 8, 3 * i % 8) for i in range(12)], 100)
+    faults += _faults("c2", "weight", [(i % 8, i % 8, i % 3, i // 3 % 3) for i in range(12)], 200)
+    fast = _check(model, x, y, faults)
+    assert fast.stats["exact"] == 0 and fast.stats["windowed_passes"] > 0 and fast.stats["block_passes"] > 0
