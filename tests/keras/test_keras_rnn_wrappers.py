@@ -289,3 +289,24 @@ def test_fast_engine_replays_recurrent_layers_and_wrappers_as_exact(rnn):
         assert fast_engine.stats[mode] > 0 and fast_engine.stats[mode] + fast_engine.stats["redone"] == len(faults)
         classes = np.concatenate([e.codes for e in exact])
         assert (classes == 0).any() and (classes > 0).any()
+
+
+def test_stateful_recurrent_layer_is_refused_in_one_line(tmp_path, capsys):
+    """A stateful LSTM carries its state from one call to the next (two calls on the same inputs differ), so no
+    faulty run could be compared with a golden one: refused up front, naming the layer and the fix."""
+    import keras
+    from keras import layers
+
+    from faultlab.cli import main
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(batch_shape=(10, 8, 8)), layers.LSTM(5, stateful=True, name="lstm"), layers.Dense(10, name="out")])
+    x = np.random.default_rng(0).normal(size=(10, 8, 8)).astype(np.float32)
+    assert _np(model(x)).tobytes() != _np(model(x)).tobytes()  # the premise: outputs depend on earlier calls
+    p = tmp_path / "stateful.keras"
+    model.save(p)
+    with pytest.raises(SystemExit) as e:
+        main(["layers", "--model", str(p), "--data", "digits-seq"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "lstm" in err and "stateful" in err and "stateful=False" in err, err

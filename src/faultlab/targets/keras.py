@@ -66,14 +66,25 @@ class KerasTarget(Target):
         self._sites: list[Site] | None = None
         self._variables: dict[str, Any] = {}
         self._layer_variables: dict[str, list[Any]] = {}
-        self._check_one_input_one_output()
+        self._check_supported()
         if not getattr(model, "built", True) and example_input is not None:
             model(self.prepare(np.asarray(example_input[:1])))
         if example_input is not None:
             self.trace(self.prepare(np.asarray(example_input)))  # bundled (channels-first) data works as is
 
-    def _check_one_input_one_output(self) -> None:
-        """faultlab feeds a model one input array and classifies one (N, C) output: refuse others up front."""
+    def _check_supported(self) -> None:
+        """Refuse up front what no campaign can run: stateful recurrent layers, several inputs or outputs.
+
+        faultlab feeds a model one input array and classifies one (N, C) output against a golden run of the
+        same inputs; a stateful layer's output depends on the calls before it, so no two runs compare.
+        """
+        flatten = getattr(self.model, "_flatten_layers", None)
+        for layer in flatten(include_self=False, recursive=True) if flatten is not None else []:
+            if getattr(layer, "stateful", False) is True:
+                raise ModelLoadError(
+                    f"Keras layer {layer.name!r} ({type(layer).__name__}) is stateful: its output depends on the calls before it, "
+                    "so faulty and golden runs cannot be compared; rebuild the model with stateful=False and load the same weights"
+                )
         if not self._graph_layers():
             return  # a subclassed model: its first forward says so (see forward)
         what = self.model.name
