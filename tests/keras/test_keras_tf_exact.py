@@ -1,5 +1,5 @@
-"""The tensorflow backend pair by pair: exact-engine classes of weight and activation faults on a CNN, an LSTM model
-and a padded (masked) Embedding-LSTM-GRU model equal a plain set_weights / layer-by-layer loop (tf_exact_check.py,
+"""The tensorflow backend pair by pair: exact-engine classes of weight and activation faults on a CNN, an LSTM model,
+a padded (masked) Embedding-LSTM-GRU model and Bidirectional/TimeDistributed wrappers equal a plain set_weights / layer-by-layer loop (tf_exact_check.py,
 run in a subprocess: a process has one Keras backend)."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_exact_classes_on_tensorflow_equal_a_plain_loop():
     proc = subprocess.run([sys.executable, str(HERE / "tf_exact_check.py")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = {r["model"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
-    assert set(res) == {"cnn", "lstm", "masked"}
+    assert set(res) == {"cnn", "lstm", "masked", "wrappers"}
     for name, r in res.items():
         assert r["backend"] == "tensorflow"
         assert r["hand_is_model"], name  # the loop's layer-by-layer output is the model's own
