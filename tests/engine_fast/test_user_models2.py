@@ -584,3 +584,28 @@ def test_aliasing_writes_on_feature_maps(digits):
     faults += _faults("c2", "weight", [(i % 8, i % 8, i % 3, i // 3 % 3) for i in range(12)], 200)
     fast = _check(model, x, y, faults)
     assert fast.stats["exact"] == 0 and fast.stats["windowed_passes"] > 0 and fast.stats["block_passes"] > 0
+
+
+def test_time_first_values_as_long_as_the_block(digits):
+    """Digits as 64 steps of one pixel, time first: with 64 inputs a (64, N, F) value passed the fast engine's
+    size check as if batched, and its replay gathered time steps as inputs (an IndexError deep in the engine)."""
+    x, y = digits
+    xs = x.reshape(len(x), 64, 1).copy()
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(1, 8)
+            self.mix = nn.Linear(8, 8)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            h = torch.relu(self.mix(self.inp(x.transpose(0, 1))))  # (time, batch, features)
+            return self.fc(h.cumsum(0)[-1])
+
+    torch.manual_seed(0)
+    faults = _faults("mix", "weight", [(i % 8, 3 * i % 8) for i in range(8)])
+    faults += _faults("fc", "weight", [(i % 10, 3 * i % 8) for i in range(8)], 100)
+    faults += _faults("fc", "activation", [(i % 10,) for i in range(8)], 200)
+    fast = _check(Net(), xs, y, faults, small_batches=False)
+    assert fast.stats["exact"] == len(faults)

@@ -398,7 +398,24 @@ class TracedModel:
                 env[n] = self.call(n, env.__getitem__)
         if not self.checked:
             self._classify(env, int(x.shape[0]))
+            if x.shape[0] >= 2:
+                self._check_batch_dim(x[: x.shape[0] - 1])
         return env, self.output_of(env.__getitem__)
+
+    def _check_batch_dim(self, x: torch.Tensor) -> None:
+        """Refuse values whose first dimension only happened to equal the block's size (time first, ``T == N``).
+
+        Rows are gathered along the first dimension; a (T, N, F) value with as many steps as the block has inputs
+        passed the size check, and its replay mixed time steps with inputs. With one input fewer, every batched
+        value must have one row fewer.
+        """
+        env2, _ = self.clean(x)
+        nb = int(x.shape[0])
+        for n in self.body:
+            if n in self.dynamic and n not in self.meta:
+                bad = [tuple(t.shape) for t in _tensors(env2[n]) if t.dim() < 1 or t.shape[0] != nb]
+                if bad:
+                    raise UnsupportedModel(f"node {n.name} mixes inputs across the batch (its first dimension does not follow the batch: {bad} for {nb} inputs)")
 
     def _classify(self, env: dict[Any, Any], nb: int) -> None:
         """Sort input-dependent nodes into batched tensors and shape-like 'meta' values."""
