@@ -67,7 +67,7 @@ def test_rerun_with_nothing_to_do_loads_nothing_and_leaves_the_store_untouched(c
             [r["stability_mean"], r["stability_weighted"], r["stability_min"], r["stability_max"]], abs=5e-5)
 
     # a subset of the stored sweep is also served from the store
-    code, third, err = run(capsys, *args[:-6], "--start", "5", "--end", "8", "--step", "3", "--limit", "120", "--out", out)
+    code, third, err = run(capsys, *args[:5], "--start", "5", "--end", "8", "--step", "3", "--limit", "120", "--out", out)
     assert code == 0, err
     assert calls == [] and _snapshot(out) == before
     assert _table_rows(third) == _table_rows(first)[1:]
@@ -112,3 +112,21 @@ def test_stored_abstraction_matches_a_fresh_fit(capsys, gru_subject, tmp_path):
     fresh = Abstraction(pca_dims=4, components=5, seed=0).fit(profile_model(gru_subject.model, gru_subject.train.x[:120]).hidden)
     assert stored.bic_ == pytest.approx(fresh.bic_, rel=1e-9)
     np.testing.assert_allclose(stored.gmm_means_, fresh.gmm_means_, rtol=1e-7, atol=1e-9)
+
+
+def test_extended_sweep_equals_a_fresh_full_sweep(capsys, gru_subject, tmp_path):
+    """Resuming with a larger --end fits only the new m, and every result equals a build made in one go."""
+    common = ["--model", gru_subject.path, "--pca", "4", "--start", "2", "--step", "3", "--limit", "120"]
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    for out, ends in ((resumed, ("5", "8")), (fresh, ("8",))):
+        for end in ends:
+            code, _, err = run(capsys, "build", *common, "--end", end, "--out", out)
+            assert code == 0, err
+    a, b = pd.read_csv(resumed / "abstraction.csv"), pd.read_csv(fresh / "abstraction.csv")
+    assert list(a["m"]) == list(b["m"]) == [2, 5, 8]
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    for m in (2, 5, 8):
+        with np.load(resumed / f"abstraction_m{m:03d}.npz") as x, np.load(fresh / f"abstraction_m{m:03d}.npz") as y:
+            assert sorted(x.files) == sorted(y.files)
+            for k in x.files:
+                np.testing.assert_array_equal(x[k], y[k])
