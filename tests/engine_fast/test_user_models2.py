@@ -609,3 +609,32 @@ def test_time_first_values_as_long_as_the_block(digits):
     faults += _faults("fc", "activation", [(i % 10,) for i in range(8)], 200)
     fast = _check(Net(), xs, y, faults, small_batches=False)
     assert fast.stats["exact"] == len(faults)
+
+
+def test_packed_sequences(digits32):
+    """An LSTM fed a PackedSequence returns one: not an activation site; its weights and the embedding's outputs are."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    x, y = digits32
+    tokens = x.reshape(-1, 64)[:, ::4].astype(np.int64) % 16 + 1
+    tokens[::3, 10:] = 0  # padding
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(18, 8, padding_idx=0)
+            self.rnn = nn.LSTM(8, 12, batch_first=True)
+            self.fc = nn.Linear(12, 10)
+
+        def forward(self, t):
+            lengths = (t != 0).sum(1).cpu()
+            _, (h, _) = self.rnn(pack_padded_sequence(self.emb(t), lengths, batch_first=True, enforce_sorted=False))
+            return self.fc(h[-1])
+
+    torch.manual_seed(0)
+    model = Net()
+    faults = _faults("rnn.weight_hh_l0", "weight", [(5 * i % 48, i % 12) for i in range(8)])
+    faults += _faults("rnn.bias_ih_l0", "weight", [(7 * i % 48,) for i in range(4)], 50)
+    faults += _faults("emb", "activation", [(i % 16, 3 * i % 8) for i in range(6)], 100)
+    _check(model, tokens, y, faults, small_batches=False)
+    assert "rnn" not in [s.name for s in TorchTarget(model, example_input=tokens[:1]).sites() if s.kind == "activation"]
