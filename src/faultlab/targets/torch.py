@@ -36,8 +36,10 @@ def _random_in_training(mod: nn.Module) -> bool:
     """Does ``mod`` draw random numbers on every pass in its current mode (dropout in training mode)?"""
     if not mod.training:
         return False
-    if isinstance(mod, (nn.modules.dropout._DropoutNd, nn.RReLU)):
-        return True
+    if isinstance(mod, nn.modules.dropout._DropoutNd):
+        return mod.p > 0
+    if isinstance(mod, nn.RReLU):
+        return mod.lower != mod.upper
     if isinstance(mod, (nn.RNNBase, nn.MultiheadAttention)):
         return float(getattr(mod, "dropout", 0) or 0) > 0 and (not isinstance(mod, nn.RNNBase) or mod.num_layers > 1)
     return False
