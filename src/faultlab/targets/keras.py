@@ -66,6 +66,7 @@ class KerasTarget(Target):
         self._sites: list[Site] | None = None
         self._variables: dict[str, Any] = {}
         self._layer_variables: dict[str, list[Any]] = {}
+        self._index: tuple[list[Site], dict[str, dict[str, list[Site]]]] | None = None
         self._check_supported()
         if not getattr(model, "built", True) and example_input is not None:
             model(self.prepare(np.asarray(example_input[:1])))
@@ -182,6 +183,13 @@ class KerasTarget(Target):
                     sites.append(Site(layer.name, "activation", layer.name, type(layer).__name__, shape, dt))
             self._sites = sites
         return self._sites
+
+    def _site_index(self) -> dict[str, dict[str, list[Site]]]:
+        """The base class's name index, built once per site list (engines look a site up for every fault)."""
+        sites = self.sites()
+        if self._index is None or self._index[0] is not sites:
+            self._index = (sites, super()._site_index())
+        return self._index[1]
 
     def _aliases(self, site: Site) -> list[str]:
         """``name/var`` for ``name.var``; the Keras variable path (``lstm/lstm_cell/recurrent_kernel``) and
