@@ -310,3 +310,57 @@ def test_stateful_recurrent_layer_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "lstm" in err and "stateful" in err and "stateful=False" in err, err
+
+
+def test_layers_with_several_outputs_fault_their_first(rnn):
+    """Bidirectional(merge_mode=None) returns [forward, backward] and LSTM(return_state=True) [output, h, c]: the
+    activation site is the first tensor, and faulting it equals the graph computed by hand with that tensor flipped."""
+    import keras
+    import torch
+    from keras import layers
+
+    from faultlab.targets.keras import KerasTarget
+
+    _, _, x, y = rnn
+    x, y = x[:30], y[:30]
+    keras.utils.set_random_seed(2)
+    lay = dict(bi=layers.Bidirectional(layers.LSTM(4, return_sequences=True), merge_mode=None, name="bi"), cat=layers.Concatenate(name="cat"),
+               ls=layers.LSTM(5, return_state=True, name="ls"), add=layers.Add(name="add"), cat2=layers.Concatenate(name="cat2"), out=layers.Dense(10, name="out"))
+
+    def graph(h, hook=lambda name, v: v):
+        f, b = lay["bi"](h)
+        c = hook("cat", lay["cat"]([hook("bi", f), b]))
+        o, s, cc = lay["ls"](c)
+        a = hook("add", lay["add"]([hook("ls", o), s]))
+        return hook("out", lay["out"](hook("cat2", lay["cat2"]([a, cc]))))
+
+    inp = keras.Input((8, 8))
+    model = keras.Model(inp, graph(inp))
+    t = KerasTarget(model)
+    t.trace(x[:1])
+    acts = [(s.name, s.shape) for s in t.sites() if s.kind == "activation"]
+    assert acts == [("bi", (8, 4)), ("cat", (8, 8)), ("ls", (5,)), ("add", (5,)), ("cat2", (10,)), ("out", (10,))]
+    rng = np.random.default_rng(0)
+    faults = [Fault(4 * j + i, name, tuple(int(rng.integers(n)) for n in shape), (int(rng.integers(32)),), "activation")
+              for j, (name, shape) in enumerate(acts) for i in range(4)]
+    data = EvalSet.build(t, x, y)
+    with torch.no_grad():
+        golden = _np(graph(keras.ops.convert_to_tensor(x))).reshape(len(x), -1)
+    assert golden.tobytes() == _np(model(x)).reshape(len(x), -1).tobytes()
+    exact = ExactEngine().run(t, data, faults)
+    fast = FastEngine().run(t, data, faults)
+    for f, e, q in zip(faults, exact, fast):
+        def hook(name, v, f=f):
+            if name != f.layer:
+                return v
+            a = _np(v).copy()
+            for r in range(len(a)):
+                a[r] = _flip(a[r], f.index, f.bits[0])
+            return keras.ops.convert_to_tensor(a)
+
+        with torch.no_grad():
+            want = _classes(golden, _np(graph(keras.ops.convert_to_tensor(x), hook)).reshape(len(x), -1))
+        np.testing.assert_array_equal(e.codes, want, err_msg=f"exact vs by hand: {f.describe()}")
+        np.testing.assert_array_equal(q.codes, e.codes, err_msg=f"fast vs exact: {f.describe()}")
+    classes = np.concatenate([e.codes for e in exact])
+    assert (classes == 0).any() and (classes > 0).any()
