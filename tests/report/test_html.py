@@ -125,7 +125,8 @@ def test_layer_rates_equal_store_numbers(report, campaign_dir):
         g = df[sel]
         for c, e in zip([c for c in cells if "data-rate" in c], ("sdc1", "sdc5", "due")):
             k, n = int(g[e].sum()), int(g["n"].sum())
-            lo, hi = proportion_confint(k, n, alpha=0.1, method="wilson")
+            n_eff = n * n / float((g["n"].astype(float) ** 2).sum())  # faults, not pairs, are the units
+            lo, hi = proportion_confint(k / n * n_eff, n_eff, alpha=0.1, method="wilson")
             assert (float(c["data-rate"]), float(c["data-lo"]), float(c["data-hi"])) == pytest.approx((k / n, lo, hi), abs=1e-9)
 
 
