@@ -269,3 +269,26 @@ def test_help_still_exits_zero(capsys):
         main(["run", "--help"])
     assert (e.value.code or 0) == 0
     assert "Example:" in capsys.readouterr().out
+
+
+def test_labels_per_time_step_are_refused_and_one_hot_labels_read_as_class_ids(tmp_path, weights, good_faults, capsys):
+    # integer y of shape (N, T) cannot be scored against one top-1 per input: one line, exit 2, nothing written
+    from faultlab.datasets import load_dataset
+
+    ds = load_dataset("digits", split="test")
+    x, y = ds.x[:30], ds.y[:30].astype(np.int64)
+    np.savez(tmp_path / "seq.npz", x=x, y=np.stack([y, y], 1))
+    code, err = run_cli(["run", "--model", MODEL, "--weights", str(weights), "--data", str(tmp_path / "seq.npz"),
+                         "--faults", str(good_faults), "--out", str(tmp_path / "r_seq")], capsys)
+    assert code == 2 and "shape (30, 2)" in err and "one class id per input" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r_seq").exists()
+    # one-hot integer rows are the same labels as their class ids: the same per-fault report
+    reports = []
+    for name, labels in (("plain", y), ("onehot", np.eye(10, dtype=np.int64)[y]), ("column", y[:, None])):
+        np.savez(tmp_path / f"{name}.npz", x=x, y=labels)
+        code, _ = run_cli(["run", "--model", MODEL, "--weights", str(weights), "--data", str(tmp_path / f"{name}.npz"),
+                           "--faults", str(good_faults), "--out", str(tmp_path / f"r_{name}")], capsys)
+        assert code == 0
+        reports.append((tmp_path / f"r_{name}" / "report.csv").read_text())
+    assert reports[0] == reports[1] == reports[2]
+    assert "top_1_correct" in reports[0] and any(int(row.split(",")[5]) > 0 for row in reports[0].splitlines()[1:])

@@ -39,6 +39,24 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray | None) -> str:
     return h.hexdigest()[:16]
 
 
+def _class_ids(y: np.ndarray, outputs: int, name: str) -> np.ndarray:
+    """Integer labels as one class id per input: as they are (shape (N,)), or from one-hot rows (N, outputs).
+
+    Anything else (a label per time step, several classes per input) cannot be scored against one
+    top-1 per input, and is refused in one line before anything is written.
+    """
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim == 2 and y.shape[1] == outputs and len(y) and np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1):
+        return y.argmax(axis=1)
+    if y.ndim != 1:
+        raise DataError(
+            f"{name}: integer labels y must hold one class id per input (shape (N,)) or one-hot rows (N, {outputs}); "
+            f"got shape {tuple(y.shape)}. For labels per time step, score the model's per-input output instead, or leave y out"
+        )
+    return y
+
+
 @dataclass(frozen=True)
 class CampaignWorker:
     """Builds, once per process, what a worker needs: the target, golden outputs and an engine.
@@ -173,6 +191,7 @@ class Campaign:
         golden1 = data.golden
         y = self.data.y
         if y is not None and np.issubdtype(y.dtype, np.integer) and golden1.shape[1] > 1:
+            y = _class_ids(y, golden1.shape[1], self.data.name)
             if y.min() < 0 or y.max() >= golden1.shape[1]:
                 raise DataError(
                     f"{self.data.name}: labels must be 0..{golden1.shape[1] - 1} for a model with {golden1.shape[1]} outputs, found {int(y.min())}..{int(y.max())}"
