@@ -184,3 +184,35 @@ def test_piped_tables_are_not_cut_to_80_columns(tmp_path):
     assert "masked" in r.stdout and "…" not in r.stdout, r.stdout
     narrow = subprocess.run(argv + ["--out", str(tmp_path / "b")], capture_output=True, text=True, env={**env, "COLUMNS": "50"}, timeout=300)
     assert "…" in narrow.stdout  # the check above can fail: a narrow COLUMNS still cuts
+
+
+TIME_FIRST_LSTM = """
+import torch
+from torch import nn
+
+
+class TimeFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 6)  # no batch_first: its output is (time, batch, features)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):  # x: (N, 8, 8), the digits' rows as 8 steps
+        out, _ = self.lstm(x[:, 0].transpose(0, 1))
+        return self.fc(out[-1])
+
+
+def net():
+    torch.manual_seed(0)
+    return TimeFirst()
+"""
+
+
+def test_layers_says_why_a_time_first_output_is_not_an_activation_site(tmp_path, capsys):
+    (tmp_path / "tf.py").write_text(TIME_FIRST_LSTM)
+    code, out, err = cli(["layers", "--model", f"{tmp_path / 'tf.py'}:net"], capsys)
+    assert code == 0, err
+    rows = [line.replace("│", " ").split() for line in out.splitlines()]
+    assert not any(r[:2] == ["lstm", "activation"] for r in rows if len(r) > 1)
+    assert any(r[:2] == ["fc", "activation"] for r in rows if len(r) > 1)
+    assert "first dimension is not the batch (time first): lstm" in " ".join(out.split())

@@ -148,6 +148,16 @@ def layers(
         listed = ", ".join(f"{name} ({calls} calls)" for name, calls in reused.items())
         console.print(f"not activation sites, called several times per forward pass: {listed}; "
                       "fault the layer that feeds each use, or give each use its own module", style="dim", highlight=False)
+    unbatched = getattr(target, "unbatched_modules", {})
+    nested = [name for name, shape in unbatched.items() if shape == () and name not in reused]
+    time_first = [name for name, shape in unbatched.items() if shape != () and name not in reused]
+    if time_first:
+        console.print(f"not activation sites, outputs whose first dimension is not the batch (time first): {', '.join(time_first)}; "
+                      "build such layers with batch_first=True, or fault the layer after it", style="dim", highlight=False)
+    if nested:
+        console.print(f"not activation sites, nested-tensor outputs (rows of several lengths): {', '.join(nested)}; "
+                      "fault the layer whose output is padded again, or build the encoder with enable_nested_tensor=False",
+                      style="dim", highlight=False)
 
 
 @faults_app.command("generate")
