@@ -36,3 +36,45 @@ def compare(engine, target: TorchTarget, x: np.ndarray, y: np.ndarray | None, fa
         diff += int((a.codes != b.codes).sum())
         total += len(a.codes)
     return diff, total, list(zip(fast, exact))
+
+
+def reorders_channels(target: TorchTarget, layer: str, x: np.ndarray) -> bool:
+    """Whether this CPU's kernel for Conv/Linear ``layer`` (on its clean inputs from ``x``) gives its output channels
+    bit for bit with its weight rows permuted -- the permutation the fast engine tries before it stacks the layer's
+    weight faults. MKL on AVX-512 CPUs rounds a 10-wide Linear's columns by their place, and such a layer's faults
+    recompute the layer instead ("node"); on AVX2 CPUs every layer here reorders exactly."""
+    from torch import nn
+
+    mod = dict(target.model.named_modules())[layer]
+    if not isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        return False
+    seen: dict = {}
+    h = mod.register_forward_hook(lambda m, i, o: seen.update(x=i[0], y=o))
+    try:
+        with torch.no_grad():
+            target.model(torch.as_tensor(x))
+    finally:
+        h.remove()
+    w, b = mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
+    perm = torch.randint(0, w.shape[0], (w.shape[0],), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        wp, bp = w[perm], None if b is None else b[perm]
+        got = torch.nn.functional.linear(seen["x"], wp, bp) if isinstance(mod, nn.Linear) else mod._conv_forward(seen["x"], wp, bp)
+    want = seen["y"][:, perm]
+    return bool(torch.equal(got.contiguous().view(torch.int32), want.contiguous().view(torch.int32)))
+
+
+def stackable_count(target: TorchTarget, faults: list[Fault], x: np.ndarray) -> int:
+    """How many of the whole-set weight ``faults`` sit on a kernel or bias of a layer that :func:`reorders_channels`."""
+    mods = dict(target.model.named_modules())
+    ok: dict[str, bool] = {}
+    n = 0
+    for f in faults:
+        layer = f.layer[: -len(".bias")] if f.layer.endswith(".bias") else f.layer
+        layer = layer[: -len(".weight")] if layer.endswith(".weight") else layer
+        if f.site != "weight" or f.input is not None or layer not in mods:
+            continue
+        if layer not in ok:
+            ok[layer] = reorders_channels(target, layer, x)
+        n += ok[layer]
+    return n
