@@ -145,3 +145,56 @@ def test_a_big_pass_that_rounds_apart_is_retried_in_block_sized_passes(seq_model
     fast, _ = _compare(t, x, y, faults)
     assert seen  # a big pass reached dense_1, rounded apart, and was not used
     assert fast.stats["redone"] == 0 and fast.stats["exact"] == 0 and fast.stats["node"] == len(faults)
+
+
+def _round_rows_by_place(layer, period: int, monkeypatch) -> None:
+    """Make ``layer`` round a row by its position in the batch modulo ``period`` (one ulp off where ``pos % period == 1``),
+    as MKL's matmul does by parity on AVX-512 CPUs -- golden, exact and fast runs all see it."""
+    import torch
+
+    call = layer.call
+
+    def by_place(*a, **k):
+        out = call(*a, **k)
+        pos = torch.arange(out.shape[0], device=out.device) % period == 1
+        bits = out.view(torch.int32)
+        return torch.where(pos.view(-1, *([1] * (out.dim() - 1))), bits ^ 1, bits).view(torch.float32)
+
+    monkeypatch.setattr(layer, "call", by_place)
+
+
+@pytest.mark.parametrize("kind", ["weight", "activation"])
+def test_rows_rounded_by_their_place_keep_their_residue_in_replays(seq_model, digits, monkeypatch, kind):
+    """A layer that rounds rows by position parity: the fast engine finds period 2, keeps every row's position
+    modulo 2 through its replays (also across early-exit compaction), and still gives the exact engine's outcomes."""
+    from faultlab.engine import fast_keras
+
+    _round_rows_by_place(seq_model.get_layer("dense"), 2, monkeypatch)
+    test = digits[1].channels_last()
+    x, y = test.x[:60], test.y[:60]
+    t = _target(seq_model, x)
+    faults = [f for f in _faults(t, kind, 60, seed=8) if f.input is None]
+    graphs = []
+    init = fast_keras.KerasGraph.__init__
+
+    def spy(self, *a, **k):
+        init(self, *a, **k)
+        graphs.append(self)
+
+    monkeypatch.setattr(fast_keras.KerasGraph, "__init__", spy)
+    fast, _ = _compare(t, x, y, faults)
+    assert [g.period for g in graphs] == [2]
+    assert fast.stats["exact"] == 0 and fast.stats["redone"] == 0
+    assert fast.stats["node" if kind == "weight" else "act"] == len(faults) and fast.stats["early_exit_rows"] > 0
+
+
+def test_rows_rounded_by_a_place_no_period_keeps_go_to_the_exact_engine(seq_model, digits, monkeypatch, caplog):
+    """Rounding by position modulo 3 defeats every power-of-two period: the whole model runs exact, said in the log."""
+    _round_rows_by_place(seq_model.get_layer("dense"), 3, monkeypatch)
+    test = digits[1].channels_last()
+    x, y = test.x[:60], test.y[:60]
+    t = _target(seq_model, x)
+    faults = [f for f in _faults(t, "weight", 12, seed=9) if f.input is None]
+    with caplog.at_level(logging.WARNING, logger="faultlab"):
+        fast, _ = _compare(t, x, y, faults)
+    assert fast.stats["exact"] == len(faults) and "dense computes a row apart by its place in the batch" in caplog.text

@@ -357,6 +357,8 @@ class FastEngine(Engine):
             kg.clean(data.x[: min(n, MIN_ROWS)])
         row = max(kg.row_bytes, 1)
         nb = max(min(MIN_ROWS, n, self.batch_size), min(self.batch_size, n, (self.max_memory // 2) // row))
+        if nb < min(self.batch_size, n):
+            nb = nb // 16 * 16  # blocks start on a multiple of 16 in their golden batch: rows keep their residues (see KerasGraph.period)
         rows_max = max(MIN_ROWS, min(KERAS_MAX_ROWS, (self.max_memory - nb * row) // (3 * row)) // MIN_ROWS * MIN_ROWS) - 1
         small = min(rows_max, max(MIN_ROWS, nb) - 1)
         if kg.small_passes:  # learnt in an earlier run on this model (a campaign runs once per chunk of faults)
@@ -404,23 +406,34 @@ class FastEngine(Engine):
     ) -> bool:
         r = len(cf)
         nb = int(cache[kg.input].shape[0])
-        all_inp, pinned = _with_controls(ci, nb, data.golden.device)
+        dev = data.golden.device
+        if kg.period > 1:
+            if nb < kg.period:
+                return False  # too few inputs for a control row of every residue: the exact engine
+            all_inp, pinned, pos = _aligned_rows(ci, nb, kg.period, dev)
+        else:
+            all_inp, pinned = _with_controls(ci, nb, dev)
+            pos = None
         out_id = kg.out_ids[node][0]
         value = gather_rows(cache[out_id], all_inp)
+        pairs = value if pos is None else gather_rows(cache[out_id], all_inp.index_select(0, pos))
         if mode == "act":
-            self._apply_act_faults(value, faults, cf, lambda f: f.index)
+            self._apply_act_faults(pairs, faults, cf, lambda f: f.index)
         else:
             if node not in exact_nodes:  # the layer's own call on the cached inputs must give its cached output
                 exact_nodes[node] = bool(rows_equal(kg.call(node, cache)[0], cache[out_id]).all())
             if not exact_nodes[node]:
                 return False
             runs = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])
+            ci_t = torch.as_tensor(ci, device=dev)
             for a, b in zip(runs.tolist(), np.r_[runs[1:], r].tolist()):
                 with target.inject([(faults[int(cf[a])], None)]):
                     v = kg.call(node, cache)[0]
-                value[a:b] = gather_rows(v, all_inp[a:b])
+                pairs[a:b] = gather_rows(v, ci_t[a:b])
+        if pos is not None:
+            value[pos] = pairs
         res = kg.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
-        return self._collect(data, s, nb, all_inp[:r], all_inp, res, cf, codes_all, flags_all, owners_all)
+        return self._collect(data, s, nb, all_inp[:r] if pos is None else all_inp.index_select(0, pos), all_inp, res, cf, codes_all, flags_all, owners_all, pos)
 
     def _clean_cache(self, target: Target, tm: TracedModel, data: EvalSet, s: int, e: int) -> dict:
         """Every node's clean value for inputs [s, e), checked against the golden outputs.
@@ -506,22 +519,32 @@ class FastEngine(Engine):
 
     def _collect(
         self, data: EvalSet, s: int, nb: int, inp: torch.Tensor, all_inp: torch.Tensor, res: Any, cf: np.ndarray,
-        codes_all: list, flags_all: list, owners_all: list,
+        codes_all: list, flags_all: list, owners_all: list, pos: torch.Tensor | None = None,
     ) -> bool:
-        """Codes and flags of a replay's rows (finished rows are masked); False when its control rows disagree with the golden outputs."""
+        """Codes and flags of a replay's rows (finished rows are masked); False when its control rows disagree with the golden outputs.
+
+        Pair ``i`` sits at row ``i`` of the pass, or at row ``pos[i]`` when given (see :func:`_aligned_rows`).
+        """
         r = len(cf)
         dev = data.golden.device
         golden_blk = data.golden[s : s + nb]
         lab_blk = None if data.labels is None else data.labels[s : s + nb]
         codes = torch.zeros(r, dtype=torch.uint8, device=dev)
         flags = self._block.masked_flags.index_select(0, inp)  # type: ignore[union-attr]
+        if pos is None:
+            pair_of = torch.arange(len(all_inp), device=dev)
+            pair_of[r:] = -1
+        else:
+            pair_of = torch.full((len(all_inp),), -1, dtype=torch.long, device=dev)
+            pair_of[pos] = torch.arange(r, device=dev)
         if res.out is not None:
             out = res.out.reshape(res.out.shape[0], -1)
             ctrl = res.pinned
             if bool(ctrl.any()) and not bool(rows_equal(out[ctrl], golden_blk.index_select(0, all_inp[res.ids[ctrl]])).all()):
                 return False
-            live = ~res.finished[res.ids] & (res.ids < r)
-            rows = res.ids[live]
+            row_pair = pair_of[res.ids]
+            live = ~res.finished[res.ids] & (row_pair >= 0)
+            rows = row_pair[live]
             if len(rows):
                 f_live = out[live]
                 li = inp.index_select(0, rows)
@@ -532,7 +555,7 @@ class FastEngine(Engine):
                 )
                 codes[rows] = c
                 flags[rows] = fl
-        self.stats["early_exit_rows"] += int(res.finished[:r].sum())
+        self.stats["early_exit_rows"] += int(res.finished[:r].sum() if pos is None else res.finished.index_select(0, pos).sum())
         flags_all.append(flags)
         codes_all.append(codes)
         owners_all.append(torch.as_tensor(cf, device=dev))
@@ -723,6 +746,29 @@ def _with_controls(ci: np.ndarray, nb: int, dev: torch.device) -> tuple[torch.Te
     pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
     pinned[r:] = True
     return all_inp, pinned
+
+
+def _aligned_rows(ci: np.ndarray, nb: int, period: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A pass's rows when kernels round a row by its position modulo ``period``: pair ``i`` (block-local input
+    ``ci[i]``) goes to the first free row ``p`` with ``p % period == ci[i] % period``, as in the clean block; every
+    other row, up to a :func:`bucket` size, is a pinned clean control row of an input of that row's residue.
+
+    Returns (inputs, pinned mask, positions of the pairs); needs ``nb >= period``.
+    """
+    r = len(ci)
+    ci = np.asarray(ci, dtype=np.int64)
+    gap = np.empty(r, dtype=np.int64)
+    if r:
+        gap[0] = ci[0] % period
+        gap[1:] = (ci[1:] - ci[:-1] - 1) % period
+    pos = np.cumsum(gap + 1) - 1
+    n = bucket(int(pos[-1]) + 2 if r else 1)
+    p = np.arange(n, dtype=np.int64)
+    inputs = p % period + period * ((p // period) % (nb // period))  # controls: residue-matched, spread over the block
+    inputs[pos] = ci
+    pinned = np.ones(n, dtype=bool)
+    pinned[pos] = False
+    return torch.from_numpy(inputs).to(dev), torch.from_numpy(pinned).to(dev), torch.from_numpy(pos).to(dev)
 
 
 def _write_counts(model: nn.Module) -> tuple[int, ...]:

@@ -43,31 +43,46 @@ def bucket(n: int) -> int:
     return max(MIN_ROWS, -(-n // step) * step)
 
 
-def keep_rows(same: torch.Tensor, pinned: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+def keep_rows(same: torch.Tensor, pinned: torch.Tensor, period: int = 1) -> tuple[torch.Tensor | None, torch.Tensor]:
     """After finishing the ``same`` rows: the positions of the rows to keep (None: all) and the new pinned mask.
 
     Pinned rows are always kept, and finished rows stay as padding up to :func:`bucket` rows:
     tiny batches would round differently, and a few batch shapes keep kernel set-ups cached.
+    With ``period`` > 1 rows are kept in whole aligned groups of that many, so every row keeps its
+    position modulo ``period`` (for kernels that round a row by it, see ``KerasGraph.period``).
+    Finished rows kept as padding become pinned control rows: they carry clean values from here on.
     """
     keep = ~same | pinned
-    n_keep = int(keep.sum())
-    target = min(bucket(n_keep), len(keep))
-    if n_keep < target:
-        spare = torch.nonzero(~keep).squeeze(1)[: target - n_keep]
-        keep[spare] = True
-        pinned = pinned.clone()
-        pinned[spare] = True
+    if period > 1:
+        if len(keep) % period:
+            return None, pinned  # cannot compact without moving rows off their residues: keep them all
+        groups = keep.view(-1, period).any(1)
+        n_keep = int(groups.sum()) * period
+        target = min(bucket(n_keep), len(keep))
+        if n_keep < target:
+            spare = torch.nonzero(~groups).squeeze(1)[: (target - n_keep) // period]
+            groups[spare] = True
+        keep = groups.repeat_interleave(period)
+    else:
+        n_keep = int(keep.sum())
+        target = min(bucket(n_keep), len(keep))
+        if n_keep < target:
+            spare = torch.nonzero(~keep).squeeze(1)[: target - n_keep]
+            keep[spare] = True
+    padding = keep & same & ~pinned
+    if bool(padding.any()):
+        pinned = pinned | padding
     if bool(keep.all()):
         return None, pinned
     return torch.nonzero(keep).squeeze(1), pinned
 
 
 def finish_rows(
-    same: torch.Tensor, ids: torch.Tensor, inputs: torch.Tensor, pinned: torch.Tensor, finished: torch.Tensor,
+    same: torch.Tensor, ids: torch.Tensor, inputs: torch.Tensor, pinned: torch.Tensor, finished: torch.Tensor, period: int = 1,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mark rows ``same`` (equal to the clean values) finished; returns (kept positions, or None for all; ids, inputs, pinned of the rows left)."""
     finished[ids[same]] = True
-    idx, pinned = keep_rows(same, pinned)
+    idx, pinned = keep_rows(same, pinned, period)
     if idx is None:
         return None, ids, inputs, pinned
     return idx, ids[idx], inputs[idx], pinned[idx]

@@ -62,6 +62,8 @@ class KerasGraph:
         self.small_passes = False
         #: block sizes whose clean rows every layer reproduced in reverse order (see :meth:`_check_row_order`)
         self._order_checked: set[int] = set()
+        #: replays keep every row's position modulo this (1: rows may go anywhere; see :meth:`_check_row_order`)
+        self.period = 1
 
     # ----- running nodes -----
     def call(self, n: Any, values: dict[int, Any]) -> list[Any]:
@@ -88,22 +90,41 @@ class KerasGraph:
         return values, out.reshape(nb, -1)
 
     def _check_row_order(self, values: dict[int, Any], nb: int) -> None:
-        """Every layer on the block's clean inputs in reverse row order must give its clean rows, reversed.
+        """Every layer on the block's clean inputs in another row order must give its clean rows in that order.
 
-        Replays put an input's row anywhere in a pass. A Keras GRU on the torch backend computed the last rows of
+        Replays put an input's row elsewhere in a pass. A Keras GRU on the torch backend computed the last rows of
         a 40-row block (38, 39) apart from the same rows elsewhere in a batch, and the pinned control rows (the
         block's first inputs) never hold them: a masked pair read non-critical. Reversing the block moves every row.
+        On AVX-512 CPUs, MKL's matmul rounds a row by its position's parity (Dense(16 -> 10), SimpleRNN): reversed,
+        half the rows came out one ulp apart, while every row kept its bits wherever it moved among positions of
+        the same parity. So the check tries periods 1, 2, 4, 8, 16 -- reversing the rows of each residue class --
+        and the smallest that every layer passes becomes :attr:`period`: replays then keep each row's position
+        modulo it (see ``fast._aligned_rows`` and :func:`~.fast_graph.keep_rows`).
         """
         if nb < 2 or nb in self._order_checked:  # kernels pick their blocking by the row count: once per block size
             return
-        perm = torch.arange(nb - 1, -1, -1, device=values[self.input].device)
+        dev = values[self.input].device
+        bad = None
+        for period in (1, 2, 4, 8, 16):
+            if period > 1 and nb < 2 * period:
+                break  # no residue class has two rows to swap
+            perm = _reverse_residues(nb, period, dev)
+            bad = self._moved_row_apart(values, perm)
+            if bad is None:
+                self.period = max(self.period, period)
+                self._order_checked.add(nb)
+                return
+        raise UnsupportedModel(f"Keras layer {bad} computes a row apart by its place in the batch")
+
+    def _moved_row_apart(self, values: dict[int, Any], perm: torch.Tensor) -> str | None:
+        """The first layer whose rows, with its inputs' rows permuted by ``perm``, are not its clean rows permuted alike."""
         with torch.no_grad():
             for n in self.nodes:
                 got = self.call(n, {t: gather_rows(values[t], perm) for t in self.in_ids[n]})
                 for t, y in zip(self.out_ids[n], got):
                     if not bool(rows_equal(y, gather_rows(values[t], perm)).all()):
-                        raise UnsupportedModel(f"Keras layer {getattr(n.operation, 'name', '?')} computes a row apart by its place in the batch")
-        self._order_checked.add(nb)
+                        return str(getattr(n.operation, "name", "?"))
+        return None
 
     # ----- replay -----
     def _plan(self, start: Any) -> tuple[list[Any], dict[int, float], dict[int, int], list[bool]]:
@@ -154,7 +175,7 @@ class KerasGraph:
             same = rows_equal(env[t], gather_rows(cache[t], cur_inp))
             if not bool(same.any()):
                 return False
-            idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished)
+            idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished, self.period)
             if idx is None:
                 return bool(cur_pin.all())
             env = {a: gather_rows(v, idx) for a, v in env.items()}
@@ -187,6 +208,14 @@ class KerasGraph:
             return ReplayResult(None, ids, cur_pin, finished)
         out = env[self.output]
         return ReplayResult(out.reshape(out.shape[0], -1), ids, cur_pin, finished)
+
+
+def _reverse_residues(n: int, period: int, device: Any) -> torch.Tensor:
+    """A permutation of ``n`` rows that reverses the rows of each residue class modulo ``period`` (1: the whole block)."""
+    perm = torch.arange(n, device=device)
+    for q in range(period):
+        perm[q::period] = perm[q::period].flip(0)
+    return perm
 
 
 __all__ = ["KerasGraph"]
