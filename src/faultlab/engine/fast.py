@@ -416,24 +416,25 @@ class FastEngine(Engine):
             pos = None
         out_id = kg.out_ids[node][0]
         value = gather_rows(cache[out_id], all_inp)
-        pairs = value if pos is None else gather_rows(cache[out_id], all_inp.index_select(0, pos))
+        ci_t = torch.as_tensor(ci, device=dev)
         if mode == "act":
+            # faults go onto the pairs as rows 0..r-1; aligned pairs are taken out and written back to their rows
+            pairs = value if pos is None else gather_rows(cache[out_id], ci_t)
             self._apply_act_faults(pairs, faults, cf, lambda f: f.index)
+            if pos is not None:
+                value[pos] = pairs
         else:
             if node not in exact_nodes:  # the layer's own call on the cached inputs must give its cached output
                 exact_nodes[node] = bool(rows_equal(kg.call(node, cache)[0], cache[out_id]).all())
             if not exact_nodes[node]:
                 return False
             runs = np.flatnonzero(np.r_[True, cf[1:] != cf[:-1]])
-            ci_t = torch.as_tensor(ci, device=dev)
             for a, b in zip(runs.tolist(), np.r_[runs[1:], r].tolist()):
                 with target.inject([(faults[int(cf[a])], None)]):
                     v = kg.call(node, cache)[0]
-                pairs[a:b] = gather_rows(v, ci_t[a:b])
-        if pos is not None:
-            value[pos] = pairs
+                value[slice(a, b) if pos is None else pos[a:b]] = gather_rows(v, ci_t[a:b])
         res = kg.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
-        return self._collect(data, s, nb, all_inp[:r] if pos is None else all_inp.index_select(0, pos), all_inp, res, cf, codes_all, flags_all, owners_all, pos)
+        return self._collect(data, s, nb, ci_t, all_inp, res, cf, codes_all, flags_all, owners_all, pos)
 
     def _clean_cache(self, target: Target, tm: TracedModel, data: EvalSet, s: int, e: int) -> dict:
         """Every node's clean value for inputs [s, e), checked against the golden outputs.

@@ -60,7 +60,7 @@ class KerasGraph:
         self.row_bytes = 0
         #: set once a big pass rounded apart from the golden batches: later passes are no bigger than a block
         self.small_passes = False
-        #: block sizes whose clean rows every layer reproduced in reverse order (see :meth:`_check_row_order`)
+        #: block sizes whose clean rows every layer reproduced in another order (see :meth:`_check_row_order`)
         self._order_checked: set[int] = set()
         #: replays keep every row's position modulo this (1: rows may go anywhere; see :meth:`_check_row_order`)
         self.period = 1
