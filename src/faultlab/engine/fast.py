@@ -267,6 +267,8 @@ class FastEngine(Engine):
         nb = max(1, min(self.batch_size, n, cache_budget // max(tm.cache_row_bytes(), 1)))
         if nb < MIN_ROWS:
             nb = min(MIN_ROWS, n, self.batch_size)
+        if nb < min(self.batch_size, n):
+            nb = max(16, nb // 16 * 16)  # blocks start on a multiple of 16 in their golden batch: rows keep their residues (see TracedModel.period)
         # copies of clean maps for window reads (see MapTables) get an eighth of the budget
         tables = self._windows(tm).tables
         tables.budget = self.max_memory // 8 if self.window else 0
@@ -487,16 +489,30 @@ class FastEngine(Engine):
         """One batched replay of pairs (cf, ci); returns False when the control rows disagree."""
         r = len(cf)
         nb = int(cache[tm.input].shape[0])
-        all_inp, pinned = _with_controls(ci, nb, data.golden.device)
+        dev = data.golden.device
+        order = pos = None
+        if tm.period > 1:
+            # rows must keep their input's position modulo the period: the pass is built with the pairs first and
+            # the control rows after them, as always, then its rows are put in the aligned order
+            if nb < tm.period:
+                return False  # too few inputs for a control row of every residue: the exact engine
+            aligned, pinned_aligned, pos = _aligned_rows(ci, nb, tm.period, dev)
+            gaps = torch.nonzero(pinned_aligned).squeeze(1)
+            all_inp = torch.cat([torch.as_tensor(ci, device=dev), aligned.index_select(0, gaps)])
+            pinned = torch.zeros(len(all_inp), dtype=torch.bool, device=dev)
+            pinned[r:] = True
+            order = torch.empty(len(all_inp), dtype=torch.long, device=dev)
+            order[pos] = torch.arange(r, device=dev)
+            order[gaps] = torch.arange(r, len(all_inp), device=dev)
+        else:
+            all_inp, pinned = _with_controls(ci, nb, dev)
         inp = all_inp[:r]
         res = None
         blk = None
+        win = None
+        value = None
         if mode == "act" and self.window and self._act_windowable(tm, cache, node, faults, cf):
             win = self._activation_window(tm, cache, node, faults, cf, all_inp)
-            res = self._windows(tm).replay(node, win, all_inp, pinned, pinned.clone(), cache, early_exit=self.early_exit)
-            if res is None:
-                return False
-            self.stats["windowed_passes"] += 1
         elif mode == "act" and self._act_blockable(cache, node, faults, cf):
             blk = self._activation_block(tm, cache, node, faults, cf, all_inp)
         elif mode == "act":
@@ -507,6 +523,16 @@ class FastEngine(Engine):
                 value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
         else:
             value = self._node_values(target, tm, cache, node, faults, cf, all_inp)
+        if order is not None:  # into the aligned order: pair i at row pos[i]
+            all_inp, pinned = aligned, pinned_aligned
+            win = None if win is None else win.take(order)
+            blk = None if blk is None else blk.take(order)
+            value = None if value is None else value.index_select(0, order)
+        if win is not None:
+            res = self._windows(tm).replay(node, win, all_inp, pinned, pinned.clone(), cache, early_exit=self.early_exit)
+            if res is None:
+                return False
+            self.stats["windowed_passes"] += 1
         if blk is not None and self.blocks:
             res = self._blocks(tm).replay(node, blk, all_inp, pinned, pinned.clone(), cache, early_exit=self.early_exit)
             if res is None:
@@ -516,7 +542,7 @@ class FastEngine(Engine):
             value = write_blocks(cache[node], blk, all_inp)
         if res is None:
             res = tm.replay(node, value, all_inp, pinned, cache, early_exit=self.early_exit)
-        return self._collect(data, s, nb, inp, all_inp, res, cf, codes_all, flags_all, owners_all)
+        return self._collect(data, s, nb, inp, all_inp, res, cf, codes_all, flags_all, owners_all, pos)
 
     def _collect(
         self, data: EvalSet, s: int, nb: int, inp: torch.Tensor, all_inp: torch.Tensor, res: Any, cf: np.ndarray,

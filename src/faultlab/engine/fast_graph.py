@@ -88,6 +88,14 @@ def finish_rows(
     return idx, ids[idx], inputs[idx], pinned[idx]
 
 
+def reverse_residues(n: int, period: int, device: Any) -> torch.Tensor:
+    """A permutation of ``n`` rows that reverses the rows of each residue class modulo ``period`` (1: the whole block)."""
+    perm = torch.arange(n, device=device)
+    for q in range(period):
+        perm[q::period] = perm[q::period].flip(0)
+    return perm
+
+
 class UnsupportedModel(Exception):
     """The model cannot be replayed node by node (the engine falls back to exact mode)."""
 
@@ -127,7 +135,8 @@ def plain_forward(mod: nn.Module, base: type) -> bool:
     if not isinstance(mod, base) or has_hooks(mod):
         return False
     names = ("forward", "_conv_forward") if hasattr(base, "_conv_forward") else ("forward",)
-    return all(getattr(type(mod), k, None) is getattr(base, k) for k in names)
+    # a forward set on the instance (``layer.forward = ...``) overrides the class's too
+    return all(getattr(type(mod), k, None) is getattr(base, k) and k not in mod.__dict__ for k in names)
 
 
 def _flat_nodes(v: Any) -> list[Any]:
@@ -313,6 +322,10 @@ class TracedModel:
         self.row_bytes: dict[Any, int] = {}
         self.checked = False
         self._plans: dict[Any, tuple] = {}
+        #: replays keep every row's position modulo this (1: rows may go anywhere; see :meth:`_check_row_order`)
+        self.period = 1
+        #: block sizes whose clean rows every node reproduced in another order
+        self._order_checked: set[int] = set()
 
     # ----- running single nodes -----
     def _fetch(self, target: str) -> Any:
@@ -401,8 +414,8 @@ class TracedModel:
         return out.reshape(out.shape[0], -1)
 
     # ----- clean (golden-prefix) values -----
-    def clean(self, x: torch.Tensor) -> tuple[dict[Any, Any], torch.Tensor]:
-        """Every node's clean value for the block ``x`` and the block's (N, C) outputs."""
+    def clean(self, x: torch.Tensor, check_order: bool = True) -> tuple[dict[Any, Any], torch.Tensor]:
+        """Every node's clean value for the block ``x`` and the block's (N, C) outputs (see :meth:`_check_row_order`)."""
         env: dict[Any, Any] = {self.input: x}
         for n in self.body:
             if n not in self.dynamic:
@@ -415,7 +428,56 @@ class TracedModel:
             self._classify(env, int(x.shape[0]))
             if x.shape[0] >= 2:
                 self._check_batch_dim(x[: x.shape[0] - 1])
+        if check_order:
+            self._check_row_order(env, int(x.shape[0]))
         return env, self.output_of(env.__getitem__)
+
+    def _check_row_order(self, env: dict[Any, Any], nb: int) -> None:
+        """Every node on the block's clean values in another row order must give its clean rows in that order.
+
+        Replays put an input's row elsewhere in a pass. On AVX-512 CPUs MKL's matmul rounds a row by its
+        position's parity when the right operand is a (K, N) tensor with few columns (``h @ W`` with ``W`` of
+        (32, 10): reversed, most rows came out one ulp apart, and the control rows did not notice), while
+        ``F.linear`` does not. So, as for Keras graphs, the check tries periods 1, 2, 4, 8, 16 (reversing the
+        rows of each residue class) and the smallest that every node passes becomes :attr:`period`; replays
+        then keep each row's position modulo it (``fast._aligned_rows``, :func:`keep_rows`). A node that no
+        period satisfies sends the model to the exact engine. Once per block size: kernels pick their blocking
+        by the row count.
+        """
+        if nb < 2 or nb in self._order_checked:
+            return
+        dev = env[self.input].device
+        bad = None
+        for period in (1, 2, 4, 8, 16):
+            if period > 1 and nb < 2 * period:
+                break  # no residue class has two rows to swap
+            bad = self._moved_row_apart(env, reverse_residues(nb, period, dev))
+            if bad is None:
+                self.period = max(self.period, period)
+                self._order_checked.add(nb)
+                return
+        raise UnsupportedModel(f"node {bad} computes a row apart by its place in the batch")
+
+    def _moved_row_apart(self, env: dict[Any, Any], perm: torch.Tensor) -> str | None:
+        """The first node whose rows, with its inputs' rows permuted by ``perm``, are not its clean rows permuted alike."""
+        moved: dict[Any, Any] = {}
+
+        def lookup(a: Any) -> Any:
+            if a not in self.dynamic or a in self.meta:
+                return env[a]
+            if a not in moved:
+                moved[a] = _gather(env[a], perm)
+            return moved[a]
+
+        with torch.no_grad():
+            for n in self.body:
+                if n not in self.dynamic or n in self.meta:
+                    continue
+                got = _tensors(self.call(n, lookup))
+                want = _tensors(lookup(n))
+                if len(got) != len(want) or any(g.shape != w.shape or not bool(rows_equal(g, w).all()) for g, w in zip(got, want)):
+                    return n.name
+        return None
 
     def _check_batch_dim(self, x: torch.Tensor) -> None:
         """Refuse values whose first dimension only happened to equal the block's size (time first, ``T == N``).
@@ -424,7 +486,7 @@ class TracedModel:
         passed the size check, and its replay mixed time steps with inputs. With one input fewer, every batched
         value must have one row fewer.
         """
-        env2, _ = self.clean(x)
+        env2, _ = self.clean(x, check_order=False)
         nb = int(x.shape[0])
         for n in self.body:
             if n in self.dynamic and n not in self.meta:
@@ -607,7 +669,7 @@ class TracedModel:
             same = rows_equal(v, gather_rows(cache[n], cur_inp))
             if not bool(same.any()):
                 return False
-            idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished)
+            idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished, self.period)
             if idx is None:
                 return bool(cur_pin.all())
             for a in list(env):
@@ -712,7 +774,7 @@ class PartialReplay:
             for e in eqs.values():
                 same = e if same is None else same & e
             if early_exit and same is not None and bool((same & ~cur_pin).any()):
-                idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished)
+                idx, ids, cur_inp, cur_pin = finish_rows(same, ids, cur_inp, cur_pin, finished, tm.period)
                 if idx is not None:
                     cur_ctrl = cur_ctrl[idx]
                     env = {a: p.take(idx) for a, p in env.items()}
@@ -738,4 +800,4 @@ class PartialReplay:
         return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
 
 
-__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "run_pool", "run_pool_maps", "POOL_GROUP", "UnsupportedModel", "has_hooks", "plain_forward", "MIN_ROWS", "rows_equal", "first_tensor"]
+__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "reverse_residues", "run_pool", "run_pool_maps", "POOL_GROUP", "UnsupportedModel", "has_hooks", "plain_forward", "MIN_ROWS", "rows_equal", "first_tensor"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .fast_graph import ReplayResult, UnsupportedModel, finish_rows, gather_rows, rows_equal
+from .fast_graph import ReplayResult, UnsupportedModel, finish_rows, gather_rows, reverse_residues, rows_equal
 
 
 class KerasGraph:
@@ -108,7 +108,7 @@ class KerasGraph:
         for period in (1, 2, 4, 8, 16):
             if period > 1 and nb < 2 * period:
                 break  # no residue class has two rows to swap
-            perm = _reverse_residues(nb, period, dev)
+            perm = reverse_residues(nb, period, dev)
             bad = self._moved_row_apart(values, perm)
             if bad is None:
                 self.period = max(self.period, period)
@@ -208,14 +208,6 @@ class KerasGraph:
             return ReplayResult(None, ids, cur_pin, finished)
         out = env[self.output]
         return ReplayResult(out.reshape(out.shape[0], -1), ids, cur_pin, finished)
-
-
-def _reverse_residues(n: int, period: int, device: Any) -> torch.Tensor:
-    """A permutation of ``n`` rows that reverses the rows of each residue class modulo ``period`` (1: the whole block)."""
-    perm = torch.arange(n, device=device)
-    for q in range(period):
-        perm[q::period] = perm[q::period].flip(0)
-    return perm
 
 
 __all__ = ["KerasGraph"]
