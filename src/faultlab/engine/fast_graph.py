@@ -96,6 +96,20 @@ def reverse_residues(n: int, period: int, device: Any) -> torch.Tensor:
     return perm
 
 
+def row_period(nb: int, device: Any, moved_apart: Callable[[torch.Tensor], str | None]) -> tuple[int | None, str | None]:
+    """The smallest of the periods 1, 2, 4, 8, 16 under which ``moved_apart(reverse_residues(nb, period))`` finds no
+    node computing a row apart (None, and the last node named, when none does): rows may then move anywhere among
+    positions of the same residue modulo that period."""
+    bad = None
+    for period in (1, 2, 4, 8, 16):
+        if period > 1 and nb < 2 * period:
+            break  # no residue class has two rows to swap
+        bad = moved_apart(reverse_residues(nb, period, device))
+        if bad is None:
+            return period, None
+    return None, bad
+
+
 class UnsupportedModel(Exception):
     """The model cannot be replayed node by node (the engine falls back to exact mode)."""
 
@@ -446,17 +460,11 @@ class TracedModel:
         """
         if nb < 2 or nb in self._order_checked:
             return
-        dev = env[self.input].device
-        bad = None
-        for period in (1, 2, 4, 8, 16):
-            if period > 1 and nb < 2 * period:
-                break  # no residue class has two rows to swap
-            bad = self._moved_row_apart(env, reverse_residues(nb, period, dev))
-            if bad is None:
-                self.period = max(self.period, period)
-                self._order_checked.add(nb)
-                return
-        raise UnsupportedModel(f"node {bad} computes a row apart by its place in the batch")
+        period, bad = row_period(nb, env[self.input].device, lambda perm: self._moved_row_apart(env, perm))
+        if period is None:
+            raise UnsupportedModel(f"node {bad} computes a row apart by its place in the batch")
+        self.period = max(self.period, period)
+        self._order_checked.add(nb)
 
     def _moved_row_apart(self, env: dict[Any, Any], perm: torch.Tensor) -> str | None:
         """The first node whose rows, with its inputs' rows permuted by ``perm``, are not its clean rows permuted alike."""
@@ -800,4 +808,4 @@ class PartialReplay:
         return tm.resume(start, full_env, i + 1, ids, cur_inp, cur_pin, finished, cache, early_exit=early_exit)
 
 
-__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "reverse_residues", "run_pool", "run_pool_maps", "POOL_GROUP", "UnsupportedModel", "has_hooks", "plain_forward", "MIN_ROWS", "rows_equal", "first_tensor"]
+__all__ = ["TracedModel", "PartialReplay", "ReplayResult", "gather_rows", "bucket", "keep_rows", "finish_rows", "reverse_residues", "row_period", "run_pool", "run_pool_maps", "POOL_GROUP", "UnsupportedModel", "has_hooks", "plain_forward", "MIN_ROWS", "rows_equal", "first_tensor"]

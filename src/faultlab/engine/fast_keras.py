@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .fast_graph import ReplayResult, UnsupportedModel, finish_rows, gather_rows, reverse_residues, rows_equal
+from .fast_graph import ReplayResult, UnsupportedModel, finish_rows, gather_rows, row_period, rows_equal
 
 
 class KerasGraph:
@@ -103,18 +103,11 @@ class KerasGraph:
         """
         if nb < 2 or nb in self._order_checked:  # kernels pick their blocking by the row count: once per block size
             return
-        dev = values[self.input].device
-        bad = None
-        for period in (1, 2, 4, 8, 16):
-            if period > 1 and nb < 2 * period:
-                break  # no residue class has two rows to swap
-            perm = reverse_residues(nb, period, dev)
-            bad = self._moved_row_apart(values, perm)
-            if bad is None:
-                self.period = max(self.period, period)
-                self._order_checked.add(nb)
-                return
-        raise UnsupportedModel(f"Keras layer {bad} computes a row apart by its place in the batch")
+        period, bad = row_period(nb, values[self.input].device, lambda perm: self._moved_row_apart(values, perm))
+        if period is None:
+            raise UnsupportedModel(f"Keras layer {bad} computes a row apart by its place in the batch")
+        self.period = max(self.period, period)
+        self._order_checked.add(nb)
 
     def _moved_row_apart(self, values: dict[int, Any], perm: torch.Tensor) -> str | None:
         """The first layer whose rows, with its inputs' rows permuted by ``perm``, are not its clean rows permuted alike."""
