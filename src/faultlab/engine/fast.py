@@ -527,7 +527,7 @@ class FastEngine(Engine):
             all_inp, pinned = aligned, pinned_aligned
             win = None if win is None else win.take(order)
             blk = None if blk is None else blk.take(order)
-            value = None if value is None else value.index_select(0, order)
+            value = None if value is None else gather_rows(value, order)  # in its own memory layout
         if win is not None:
             res = self._windows(tm).replay(node, win, all_inp, pinned, pinned.clone(), cache, early_exit=self.early_exit)
             if res is None:
