@@ -202,6 +202,13 @@ def faults_generate(
     console.print(f"wrote {len(plan.faults)} {site} faults to {path}")
 
 
+def auto_max_memory(workers: int) -> int:
+    """``--max-memory auto``: the fast engine's machine-sized default, for each of ``workers`` engines."""
+    from ..engine.fast import default_max_memory
+
+    return default_max_memory(workers)
+
+
 def parse_bytes(text: str) -> int:
     """``"512MiB"``, ``"4GiB"``, ``"2GB"`` or a plain number of bytes."""
     from ..errors import FaultlabError
@@ -212,7 +219,7 @@ def parse_bytes(text: str) -> int:
     try:
         value = float(num) * units[t[len(num):]]
     except (ValueError, KeyError):
-        raise FaultlabError(f"--max-memory {text!r}: expected a size like 512MiB, 4GiB or 2GB") from None
+        raise FaultlabError(f"--max-memory {text!r}: expected auto or a size like 512MiB, 4GiB or 2GB") from None
     if not math.isfinite(value) or value < 1:
         raise FaultlabError(f"--max-memory {text!r}: expected a positive, finite size of at least one byte, like 512MiB")
     return int(value)
@@ -262,7 +269,7 @@ def run(
     batch_size: int = typer.Option(512, "--batch-size", "-b", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed for config expansion (which inputs, elements, bits)."),
     engine: str = typer.Option("fast", "--engine", help="fast (default; same outcomes, falls back to exact where it must) or exact (the reference)."),
-    max_memory: str = typer.Option("1GiB", "--max-memory", help="Fast engine: memory for cached activations and batches (e.g. 512MiB, 4GiB)."),
+    max_memory: str = typer.Option("auto", "--max-memory", help="Fast engine: memory per worker for cached activations and batches (e.g. 512MiB, 4GiB; auto: a sixth of RAM over the workers, 1-4 GiB)."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Regression models: relative error tolerated before an output counts as SDC."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N inputs."),
     split: str = typer.Option("test", "--split", help="Bundled data split: test, train or all."),
@@ -300,7 +307,7 @@ def run(
     # options first: nothing is loaded, and nothing written into --out, before they are known good
     if engine not in ("fast", "exact"):
         raise FaultlabError(f"--engine {engine!r}: expected fast or exact")
-    max_memory_bytes = parse_bytes(max_memory)
+    max_memory_bytes = auto_max_memory(workers) if max_memory.strip().lower() == "auto" else parse_bytes(max_memory)
     check_counts(limit=limit, tolerance=tolerance, split=split)
     spec, target = _load(model, weights, trust_pickle, unsafe, device)
     ds = load_dataset(data, split=split).head(limit)  # type: ignore[arg-type]
