@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from faultlab.cli.hardware import auto_max_memory, parse_bytes
+from faultlab.cli.hardware import max_memory_option
 from faultlab.engine.fast import AUTO_MAX_MEMORY_CAP, DEFAULT_MAX_MEMORY, FastEngine, default_max_memory
 
 GiB = 1 << 30
@@ -23,7 +23,7 @@ def _fake_ram(monkeypatch: pytest.MonkeyPatch, ram: int) -> None:
 def test_a_sixth_of_ram_per_worker_within_1_to_4_gib(monkeypatch, ram_gib, workers, expected_gib):
     _fake_ram(monkeypatch, ram_gib * GiB)
     assert default_max_memory(workers) == expected_gib * GiB
-    assert auto_max_memory(workers) == expected_gib * GiB
+    assert max_memory_option(" AUTO ", workers) == expected_gib * GiB
 
 
 def test_engine_default_uses_the_machine_sized_budget(monkeypatch):
@@ -42,4 +42,4 @@ def test_no_sysconf_falls_back_to_the_floor(monkeypatch):
 
 def test_real_machine_value_is_within_bounds():
     assert DEFAULT_MAX_MEMORY <= default_max_memory() <= AUTO_MAX_MEMORY_CAP
-    assert parse_bytes("4GiB") == AUTO_MAX_MEMORY_CAP
+    assert max_memory_option("4GiB", 8) == AUTO_MAX_MEMORY_CAP

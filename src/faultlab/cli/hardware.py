@@ -202,11 +202,13 @@ def faults_generate(
     console.print(f"wrote {len(plan.faults)} {site} faults to {path}")
 
 
-def auto_max_memory(workers: int) -> int:
-    """``--max-memory auto``: the fast engine's machine-sized default, for each of ``workers`` engines."""
-    from ..engine.fast import default_max_memory
+def max_memory_option(text: str, workers: int) -> int:
+    """``--max-memory``: ``auto`` (the fast engine's machine-sized default for each of ``workers``) or a size."""
+    if text.strip().lower() == "auto":
+        from ..engine.fast import default_max_memory
 
-    return default_max_memory(workers)
+        return default_max_memory(workers)
+    return parse_bytes(text)
 
 
 def parse_bytes(text: str) -> int:
@@ -307,7 +309,7 @@ def run(
     # options first: nothing is loaded, and nothing written into --out, before they are known good
     if engine not in ("fast", "exact"):
         raise FaultlabError(f"--engine {engine!r}: expected fast or exact")
-    max_memory_bytes = auto_max_memory(workers) if max_memory.strip().lower() == "auto" else parse_bytes(max_memory)
+    max_memory_bytes = max_memory_option(max_memory, workers)
     check_counts(limit=limit, tolerance=tolerance, split=split)
     spec, target = _load(model, weights, trust_pickle, unsafe, device)
     ds = load_dataset(data, split=split).head(limit)  # type: ignore[arg-type]
