@@ -222,8 +222,11 @@ def test_clean_cache_is_kept_between_runs_until_the_model_is_written(digits):
         old = w[0, 0].clone()
         w[0, 0] = old + 1
         w[0, 0] = old
+    old_copies = [hit[0] for w in eng._window_of.values() for hit in w.tables._tables.values()]
     again = eng.run(target, data, faults)
     assert cleans == [len(x)]
+    # copies of the old block's maps went with it
+    assert old_copies and not any(c is hit[0] for c in old_copies for w in eng._window_of.values() for hit in w.tables._tables.values())
     exact = ExactEngine().run(target, data, faults)
     for a, b, c in zip(first, again, exact):
         np.testing.assert_array_equal(a.codes, c.codes)

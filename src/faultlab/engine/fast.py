@@ -323,10 +323,9 @@ class FastEngine(Engine):
                     if not ok:
                         redo.update(int(v) for v in np.unique(cf))
                         log.info("fast engine: control rows disagreed at %s; %d faults go to the exact engine", node.name, len(np.unique(cf)))
-            tables.clear()
             del cache
             if len(blocks) > 1:
-                self.release()  # only a single block is worth keeping for the next run
+                self.release()  # only a single block is worth keeping for the next run (with its map copies)
         for job in jobs:
             if job.pos not in redo:
                 stacked = job.mode == "stacked" and self._stacked_ok.get((id(tm), job.node.name), False)
@@ -472,7 +471,7 @@ class FastEngine(Engine):
         b = self._block
         if b is not None and b.tm is tm and b.data is data and (b.start, b.end) == (s, e) and b.writes == writes:
             return b.cache
-        self._block = None
+        self.release()
         cache, out = tm.clean(data.x[s:e])
         golden = data.golden[s:e]
         if not torch.equal(as_int_view(out.contiguous()), as_int_view(golden.reshape(out.shape).contiguous())):
@@ -486,8 +485,10 @@ class FastEngine(Engine):
         return cache
 
     def release(self) -> None:
-        """Drop the clean cache kept between runs (it is also dropped when the data or model changes)."""
+        """Drop the clean cache kept between runs and the copies of its maps (also done when the data or model changes)."""
         self._block = None
+        for w in self._window_of.values():
+            w.tables.clear()
 
     @staticmethod
     def _pairs(group: list[_Job], s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
