@@ -75,6 +75,18 @@ def default_max_memory(workers: int = 1) -> int:
     return int(min(AUTO_MAX_MEMORY_CAP, max(DEFAULT_MAX_MEMORY, share)))
 
 
+def table_budget(max_memory: int, cache_bytes: int) -> int:
+    """Bytes for copies of clean maps (window reads, see :class:`~.fast_window.MapTables`): an eighth of ``max_memory``,
+    or what the clean cache leaves of its half, up to a quarter.
+
+    The copies make region reads several times faster, but every byte they take is one the replay passes
+    lose. ResNet-20's activation faults (one engine, runs interleaved) ran 7 % faster with a quarter than with
+    an eighth at 4 GiB, where the cache used a third of its half, and 12 % slower at 1 GiB, where it used
+    all of it and the passes needed the rest.
+    """
+    return max(max_memory // 8, min(max_memory // 4, max_memory // 2 - cache_bytes))
+
+
 #: rows per Keras replay pass at most: Keras's torch convolutions copy every batch between NHWC and
 #: NCHW, and on the test models passes beyond a few thousand rows ran slower, not faster
 KERAS_MAX_ROWS = 8192
@@ -292,9 +304,8 @@ class FastEngine(Engine):
             nb = min(MIN_ROWS, n, self.batch_size)
         if nb < min(self.batch_size, n):
             nb = max(16, nb // 16 * 16)  # blocks start on a multiple of 16 in their golden batch: rows keep their residues (see TracedModel.period)
-        # copies of clean maps for window reads (see MapTables) get an eighth of the budget
         tables = self._windows(tm).tables
-        tables.budget = self.max_memory // 8 if self.window else 0
+        tables.budget = table_budget(self.max_memory, nb * tm.cache_row_bytes()) if self.window else 0
         free = self.max_memory - nb * tm.cache_row_bytes() - tables.budget
 
         def rows_max(node: Any) -> int:
@@ -851,4 +862,4 @@ def _faulty_elements(values: torch.Tensor, faults: Sequence[Fault]) -> torch.Ten
     return out
 
 
-__all__ = ["FastEngine", "DEFAULT_MAX_MEMORY", "default_max_memory"]
+__all__ = ["FastEngine", "DEFAULT_MAX_MEMORY", "default_max_memory", "table_budget"]
