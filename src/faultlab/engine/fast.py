@@ -81,7 +81,7 @@ def table_budget(max_memory: int, cache_bytes: int) -> int:
 
     The copies make region reads several times faster, but every byte they take is one the replay passes
     lose. ResNet-20's activation faults (one engine, runs interleaved) ran 7 % faster with a quarter than with
-    an eighth at 4 GiB, where the cache used a third of its half, and 12 % slower at 1 GiB, where it used
+    an eighth at 4 GiB, where the cache used a third of its half, and 13 % slower at 1 GiB, where it used
     all of it and the passes needed the rest.
     """
     return max(max_memory // 8, min(max_memory // 4, max_memory // 2 - cache_bytes))
