@@ -52,3 +52,24 @@ def test_most_rows_equal_and_other_layouts(monkeypatch):
     assert fg.rows_equal_clean(same, clean, rows, skip).all()
     cl = v.contiguous(memory_format=torch.channels_last)
     assert fg.rows_equal_clean(cl, clean, rows, skip).tolist() == want
+
+
+def test_few_rows_equal_on_the_sample_are_compared_whole(monkeypatch):
+    """Most rows changed everywhere (as on whole maps): the few left by the sample are compared row by row, and a
+    change away from the sample still counts."""
+    monkeypatch.setattr(fg, "CHECK_SAMPLE", 64)
+    g = torch.Generator().manual_seed(5)
+    clean = torch.randn((9, 64, 8, 8), generator=g)
+    rows = torch.randint(0, 9, (40,), generator=g)
+    v = clean.index_select(0, rows).clone()
+    flat = v.view(40, -1)
+    at = set(fg.sample_positions(flat.shape[1], v.device).tolist())
+    off = next(e for e in range(flat.shape[1]) if e not in at)
+    for r in range(40):
+        if r % 10 == 1:  # changed at one element away from the sample
+            flat[r, off] = -flat[r, off]
+        elif r % 10 != 0:  # 32 of 40 rows changed everywhere
+            flat[r] += 1.0
+    want = [r % 10 == 0 for r in range(40)]
+    assert want == [v[r].numpy().tobytes() == clean[int(rows[r])].numpy().tobytes() for r in range(40)]
+    assert fg.rows_equal_clean(v, clean, rows, torch.zeros(40, dtype=torch.bool)).tolist() == want

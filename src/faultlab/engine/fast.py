@@ -279,9 +279,7 @@ class FastEngine(Engine):
                 else:
                     fast_results, slow = self._run_fast(target, tm, data, faults)
         except UnsupportedModel as e:
-            if isinstance(tm, TracedModel):
-                self._windows(tm).tables.clear()
-            self.release()
+            self.release()  # the clean cache and its map copies
             log.warning("fast engine: %s; using the exact engine", e)
             self._traced[id(target)] = (target.model, None)  # type: ignore[attr-defined]
             fast_results, slow = [], list(faults)
@@ -304,9 +302,10 @@ class FastEngine(Engine):
             nb = min(MIN_ROWS, n, self.batch_size)
         if nb < min(self.batch_size, n):
             nb = max(16, nb // 16 * 16)  # blocks start on a multiple of 16 in their golden batch: rows keep their residues (see TracedModel.period)
+        cache_bytes = nb * tm.cache_row_bytes()
         tables = self._windows(tm).tables
-        tables.budget = table_budget(self.max_memory, nb * tm.cache_row_bytes()) if self.window else 0
-        free = self.max_memory - nb * tm.cache_row_bytes() - tables.budget
+        tables.budget = table_budget(self.max_memory, cache_bytes) if self.window else 0
+        free = self.max_memory - cache_bytes - tables.budget
 
         def rows_max(node: Any) -> int:
             """Rows per replay pass from ``node``: as many as its cone's working memory allows."""

@@ -185,8 +185,9 @@ CHECK_SAMPLE = 64
 _sample_at: dict[tuple[int, int, Any], torch.Tensor] = {}
 
 
-def sample_positions(width: int, device: Any, count: int = CHECK_SAMPLE) -> torch.Tensor:
-    """``count`` fixed, scattered element positions (sorted) in a row of ``width`` elements: all channels, all pixels."""
+def sample_positions(width: int, device: Any, count: int | None = None) -> torch.Tensor:
+    """``count`` (default :data:`CHECK_SAMPLE`) fixed, scattered element positions (sorted) in a row of ``width`` elements."""
+    count = CHECK_SAMPLE if count is None else count
     key = (width, count, device)
     at = _sample_at.get(key)
     if at is None:
@@ -203,19 +204,19 @@ def rows_equal_clean(v: torch.Tensor, clean: torch.Tensor, rows: torch.Tensor, s
     """
     r = int(v.shape[0])
     width = v[0].numel() if r else 0
-    if CHECK_SAMPLE <= 0 or v.dim() < 2 or width < 32 * CHECK_SAMPLE or not (v.is_contiguous() and clean.is_contiguous()):
-        return rows_equal(v, gather_rows(clean, rows)) & ~skip
-    at = sample_positions(width, v.device, CHECK_SAMPLE)
-    got = v.view(r, width).index_select(1, at)
-    want = clean.view(int(clean.shape[0]), width).index_select(1, at).index_select(0, rows)
-    maybe = ~torch.ne(as_int_view(got), as_int_view(want)).any(1) & ~skip
-    k = torch.nonzero(maybe).squeeze(1)
-    if len(k) == 0:
-        return maybe
-    if 2 * len(k) > r:  # most rows may be equal: one comparison of them all
-        return rows_equal(v, gather_rows(clean, rows)) & ~skip
-    maybe[k] = rows_equal(gather_rows(v, k), gather_rows(clean, rows.index_select(0, k)))
-    return maybe
+    sampled = CHECK_SAMPLE > 0 and v.dim() >= 2 and width >= 32 * CHECK_SAMPLE and v.is_contiguous() and clean.is_contiguous()
+    if sampled:
+        at = sample_positions(width, v.device)
+        got = v.view(r, width).index_select(1, at)
+        want = clean.view(int(clean.shape[0]), width).index_select(1, at).index_select(0, rows)
+        maybe = ~torch.ne(as_int_view(got), as_int_view(want)).any(1) & ~skip
+        k = torch.nonzero(maybe).squeeze(1)
+        if len(k) == 0:
+            return maybe
+        if 2 * len(k) <= r:  # few rows left: compare those whole, else one comparison of them all
+            maybe[k] = rows_equal(gather_rows(v, k), gather_rows(clean, rows.index_select(0, k)))
+            return maybe
+    return rows_equal(v, gather_rows(clean, rows)) & ~skip
 
 
 _MAX_POOLS_2D = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
