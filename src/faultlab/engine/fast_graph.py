@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..bits import as_int_view
@@ -22,6 +23,10 @@ from ..targets._tensor_ops import first_tensor
 MIN_ROWS = 64
 
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ipow}
+#: modules whose plain forward returns a new tensor
+_FRESH_MODULES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+#: replays run the nodes of ``TracedModel.reuse`` in place (False: never; for measurements)
+REUSE = True
 
 
 _MASKING_MODULES = (
@@ -373,6 +378,8 @@ class TracedModel:
                 if isinstance(v, torch.Tensor):
                     self.attr_tensor_ids.add(id(v))
         self.inplace = {n: self._is_inplace(n) for n in self.body}
+        #: ReLU / add nodes that may write their result into their first input's memory during a replay (see :meth:`_reuses`)
+        self.reuse = {n: a for n in self.body if (a := self._reuses(n)) is not None}
         self.meta: set[Any] = set()
         self.tensor_nodes: set[Any] = set()
         self.row_bytes: dict[Any, int] = {}
@@ -399,6 +406,43 @@ class TracedModel:
             name = getattr(n.target, "__name__", "")
             return n.target in _INPLACE_FUNCTIONS or bool(n.kwargs.get("inplace")) or "out" in n.kwargs or (name.endswith("_") and not name.startswith("_"))
         return False
+
+    def _fresh(self, a: Any) -> bool:
+        """Does node ``a`` return a new tensor that only its one user reads (a plain convolution, batch norm, linear or add)?"""
+        if not hasattr(a, "op") or len(a.users) != 1 or self.inplace.get(a, True):
+            return False
+        if a.op == "call_module":
+            mod = self.modules.get(str(a.target))
+            return any(isinstance(mod, t) and plain_forward(mod, t) for t in _FRESH_MODULES)
+        return a.op == "call_function" and a.target in (operator.add, torch.add) and not a.kwargs
+
+    def _reuses(self, n: Any) -> Any:
+        """The input whose memory ReLU / add node ``n`` may reuse in a replay, or None.
+
+        A replay owns the tensors it computes; where such a value's only reader is the next ReLU
+        (or add), that node runs in place on it: the same kernel on the same values, so the same
+        bits, without a fresh tensor's worth of memory traffic.
+        """
+        if not n.args or not self._fresh(n.args[0]):
+            return None
+        if n.op == "call_module":
+            mod = self.modules.get(str(n.target))
+            ok = type(mod) is nn.ReLU and not has_hooks(mod) and len(n.args) == 1 and not n.kwargs
+        elif n.op == "call_function":
+            ok = (n.target in (torch.relu, F.relu) and len(n.args) == 1 and not n.kwargs.get("inplace")) or (
+                n.target in (operator.add, torch.add) and len(n.args) == 2 and not n.kwargs and hasattr(n.args[1], "op"))
+        else:
+            ok = n.op == "call_method" and str(n.target) == "relu" and len(n.args) == 1 and not n.kwargs
+        return n.args[0] if ok else None
+
+    def run_reusing(self, n: Any, first: torch.Tensor, lookup: Callable[[Any], Any]) -> Any:
+        """Node ``n`` of :attr:`reuse` run in place on ``first``, its first input's value (owned by the replay), or None where the result would differ in shape, type or layout."""
+        if n.target in (operator.add, torch.add):
+            other = lookup(n.args[1])
+            if not (isinstance(other, torch.Tensor) and other.shape == first.shape and other.dtype == first.dtype and other.stride() == first.stride()):
+                return None
+            return first.add_(other)
+        return torch.relu_(first)
 
     def _mutated(self, n: Any) -> list[Any]:
         """The graph values an in-place node ``n`` writes into: its ``out=`` argument, else its first argument."""
@@ -734,7 +778,9 @@ class TracedModel:
             if done:
                 break
             n = steps[i]
-            env[n] = self.call(n, lookup)
+            a = self.reuse.get(n) if REUSE else None
+            v = self.run_reusing(n, env[a], lookup) if a is not None and a is not start and a in env and isinstance(env[a], torch.Tensor) else None
+            env[n] = self.call(n, lookup) if v is None else v
             for a in [a for a in env if last.get(a, float("inf")) <= i]:
                 del env[a]
                 gathered.pop(a, None)
