@@ -7,6 +7,7 @@ import torch
 from faultlab.engine import EvalSet
 from faultlab.engine.exact import ExactEngine
 from faultlab.faults import Fault
+from faultlab.outcomes import classify
 from faultlab.targets.torch import TorchTarget
 
 
@@ -21,6 +22,16 @@ def random_faults(target: TorchTarget, kind: str, n: int, seed: int, *, start: i
         idx = tuple(int(v) for v in np.unravel_index(int(rng.integers(s.numel)), s.shape))
         model = str(rng.choice(models))
         out.append(Fault(start + i, s.name, idx, (int(rng.integers(32)),), kind, model))  # type: ignore[arg-type]
+    return out
+
+
+def plain_codes(target: TorchTarget, data: EvalSet, faults: list[Fault]) -> list[np.ndarray]:
+    """One real forward of every input per fault, the fault written in (weights) or hooked in (activations), classified against the golden outputs."""
+    out = []
+    for f in faults:
+        with target.inject([(f, None)]):
+            faulty = target.forward(data.x)
+        out.append(classify(data.golden, faulty).cpu().numpy())
     return out
 
 

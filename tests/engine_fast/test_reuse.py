@@ -14,11 +14,9 @@ from torch import nn
 import faultlab.engine.fast_graph as fg
 from faultlab.engine import EvalSet
 from faultlab.engine.fast import FastEngine
-from faultlab.faults import Fault
 from faultlab.models import ResNet20
-from faultlab.outcomes import classify
 from faultlab.targets.torch import TorchTarget
-from _helpers import random_faults
+from _helpers import plain_codes, random_faults
 
 
 class Shared(nn.Module):
@@ -38,15 +36,6 @@ class Shared(nn.Module):
         return self.fc((r + c).flatten(1))
 
 
-def _plain_codes(target: TorchTarget, data: EvalSet, faults: list[Fault]) -> list[np.ndarray]:
-    out = []
-    for f in faults:
-        with target.inject([(f, None)]):
-            faulty = target.forward(data.x)
-        out.append(classify(data.golden, faulty).cpu().numpy())
-    return out
-
-
 def _names(tm: fg.TracedModel) -> dict[str, str]:
     return {n.name: a.name for n, a in tm.reuse.items()}
 
@@ -64,7 +53,7 @@ def test_only_values_read_by_one_relu_or_add_are_reused(digits):
     got = eng.run(target, data, faults)
     tm = eng._trace(target)
     assert _names(tm) == {"relu": "bn"}  # not relu_1 (its input c is read by the add too)
-    for f, r, want in zip(faults, got, _plain_codes(target, data, faults)):
+    for f, r, want in zip(faults, got, plain_codes(target, data, faults)):
         np.testing.assert_array_equal(r.codes, want, err_msg=str(f))
     assert eng.stats["exact"] == 0
 
@@ -93,7 +82,7 @@ def test_resnet_block_reuses_and_keeps_the_clean_cache(monkeypatch):
     got = eng.run(target, data, faults)
     for n, v in before.items():
         assert torch.equal(cache[n].view(torch.int32) if v.dtype == torch.float32 else cache[n], v.view(torch.int32) if v.dtype == torch.float32 else v), n.name
-    for f, r, want in zip(faults, got, _plain_codes(target, data, faults)):
+    for f, r, want in zip(faults, got, plain_codes(target, data, faults)):
         np.testing.assert_array_equal(r.codes, want, err_msg=str(f))
     # the same paths as without reuse (a clean control row gone wrong would have sent faults to the exact engine)
     assert eng.stats == plain_stats.stats  # stats are per run

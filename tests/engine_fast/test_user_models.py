@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,26 +17,16 @@ from faultlab.engine.exact import ExactEngine
 from faultlab.engine.fast import FastEngine
 from faultlab.errors import FaultSpecError
 from faultlab.faults import Fault
-from faultlab.outcomes import classify
 from faultlab.targets.torch import TorchTarget
+from _helpers import plain_codes
 
 BITS = (30, 29, 31, 23, 28, 26)
-
-
-def _plain_codes(target: TorchTarget, data: EvalSet, faults: list[Fault]) -> list[np.ndarray]:
-    """One real forward of every input per fault, the fault written in (weights) or hooked in (activations)."""
-    out = []
-    for f in faults:
-        with target.inject([(f, None)]):
-            faulty = target.forward(data.x)
-        out.append(classify(data.golden, faulty).cpu().numpy())
-    return out
 
 
 def _assert_same_as_plain(target: TorchTarget, data: EvalSet, faults: list[Fault], eng: FastEngine | None = None) -> FastEngine:
     eng = eng or FastEngine()
     got = eng.run(target, data, faults)
-    want = _plain_codes(target, data, faults)
+    want = plain_codes(target, data, faults)
     bad = [(f, int((r.codes != w).sum())) for f, r, w in zip(faults, got, want) if (r.codes != w).any()]
     assert not bad, f"{sum(n for _, n in bad)} pairs differ from the plain loop, e.g. {bad[:3]}"
     return eng
