@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import DataError, FaultlabError
+from ..targets.keras_loading import import_keras
 
 #: ``fn(model, x) -> (hidden (N, T, H), step_proba (N, T, C))``: a user-supplied profiler
 #: for architectures this module does not understand; ``step_proba`` are class
@@ -141,7 +142,7 @@ _KERAS_STEPWISE = ("Dense", "Dropout", "Activation", "Softmax")
 
 
 def _profile_keras(model: Any, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    import keras
+    keras = import_keras()
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     rec = [i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.RNN)]

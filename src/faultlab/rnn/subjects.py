@@ -16,6 +16,7 @@ import numpy as np
 
 from ..datasets import Dataset
 from ..errors import DataError, FaultlabError, ModelLoadError
+from ..targets.keras_loading import import_keras
 
 log = logging.getLogger("faultlab")
 
@@ -148,8 +149,7 @@ def _train_torch(data: Dataset, *, arch: str, hidden_size: int, epochs: int, bat
 
 def _train_keras(data: Dataset, *, arch: str, hidden_size: int, epochs: int, batch_size: int,
                  learning_rate: float, seed: int, progress: Callable[[int, int], None] | None) -> Any:
-    import keras
-
+    keras = import_keras()
     keras.utils.set_random_seed(seed)
     layer = keras.layers.LSTM if arch == "lstm" else keras.layers.GRU
     model = keras.Sequential([
@@ -311,8 +311,7 @@ def load_model(path: str | Path, *, trust: bool = False, option: str = "--model"
         model.eval()
         return model
     if p.suffix == ".keras":
-        import keras
-
+        keras = import_keras()
         try:
             return keras.saving.load_model(p, safe_mode=not trust)
         except Exception as e:
