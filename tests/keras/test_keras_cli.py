@@ -122,8 +122,8 @@ def test_show_activations_bad_fault_spec_exits_2(app, model_files, capsys):
     assert "out of bounds" in capsys.readouterr().err
 
 
-def test_layers_with_data_of_another_shape_names_data(tmp_path, capsys):
-    """A 28x28 Keras model listed with the default 8x8 digits: one line that points at --data."""
+def test_layers_of_a_keras_model_trace_its_declared_input_shape_or_the_data_given(tmp_path, capsys):
+    """A 28x28 Keras model: listed without --data (zeros of its input shape); 8x8 digits given: one line that points at --data."""
     import keras
 
     from faultlab.cli import main
@@ -131,15 +131,21 @@ def test_layers_with_data_of_another_shape_names_data(tmp_path, capsys):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="dense")])
     p = tmp_path / "mnist.keras"
     model.save(p)
+    for extra in ([], ["--data", "mnist"]):
+        with pytest.raises(SystemExit) as e:
+            main(["layers", "--model", str(p), *extra])
+        out = capsys.readouterr().out
+        assert e.value.code == 0, extra
+        assert re.search(r"dense\s.*activation.*\(10,\)", out), out
     with pytest.raises(SystemExit) as e:
-        main(["layers", "--model", str(p)])
+        main(["faults", "generate", "--model", str(p), "--n", "4", "--site", "activation", "-o", str(tmp_path / "f.csv")])
+    assert e.value.code == 0
+    assert len((tmp_path / "f.csv").read_text().splitlines()) == 5
+    with pytest.raises(SystemExit) as e:
+        main(["layers", "--model", str(p), "--data", "digits"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--data digits" in err and "mnist" in err, err
     assert len(err.strip().splitlines()) == 1
-    with pytest.raises(SystemExit) as e:
-        main(["layers", "--model", str(p), "--data", "mnist"])
-    assert e.value.code == 0
-    assert "dense" in capsys.readouterr().out
 
 
 def test_make_target_takes_bundled_channels_first_examples():

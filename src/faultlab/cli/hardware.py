@@ -54,6 +54,40 @@ def _load(model: str, weights: Optional[Path], trust_pickle: bool, unsafe: bool,
     return spec, spec()
 
 
+#: the ``--data`` option of commands that only need one input to trace activation shapes
+TraceDataOpt = typer.Option(None, "--data", "-d", help="Data whose first sample traces activation shapes (default: zeros of a Keras model's input shape, else digits).")
+
+
+def trace_sites(target, data: Optional[str]) -> None:
+    """Trace ``target``'s activation shapes on one input: the first of ``data``; by default zeros of a Keras model's
+    declared input shape, or the first digit for models that declare none."""
+    import numpy as np
+
+    from ..datasets import load_dataset
+    from ..errors import DataError
+
+    if not hasattr(target, "trace"):
+        return
+    x = None
+    if data is None:
+        shape = _declared_input_shape(getattr(target, "model", None))
+        x = None if shape is None else np.zeros((1, *shape), dtype=np.float32)
+    try:
+        target.trace(target.prepare(load_dataset(data or "digits").x[:1] if x is None else x))
+    except DataError as e:
+        raise DataError(f"--data {data or 'digits'}: {e}; pass --data with inputs of the model's shape (mnist: 28x28 digits, or an .npz)") from None
+
+
+def _declared_input_shape(model) -> tuple[int, ...] | None:
+    """A Keras model's input shape without the batch dimension, when every size is declared."""
+    try:
+        inputs = model.inputs
+        shape = tuple(inputs[0].shape)[1:] if inputs and len(inputs) == 1 else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return shape if shape and all(isinstance(d, int) for d in shape) else None
+
+
 def _fmt_rate(rate: float, lo: float, hi: float) -> str:
     """``2.63±0.09``: the rate in %, ± the wider side of its (asymmetric) interval, to fit 80 columns."""
     half = max(rate - lo, hi - rate)
@@ -119,7 +153,7 @@ def print_strata_table(summary) -> None:
 def layers(
     model: str = ModelOpt,
     weights: Optional[Path] = WeightsOpt,
-    data: str = typer.Option("digits", "--data", "-d", help="Data whose first sample traces activation shapes."),
+    data: Optional[str] = TraceDataOpt,
     trust_pickle: bool = TrustOpt,
     unsafe: bool = UnsafeOpt,
 ) -> None:
@@ -127,16 +161,8 @@ def layers(
 
     Example: faultlab layers --model faultlab.models:digits_cnn
     """
-    from ..errors import DataError
-    from ..datasets import load_dataset
-
     _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
-    ds = load_dataset(data)
-    if hasattr(target, "trace"):
-        try:
-            target.trace(target.prepare(ds.x[:1]))
-        except DataError as e:
-            raise DataError(f"--data {data}: {e}; pass --data with inputs of the model's shape (mnist: 28x28 digits, or an .npz)") from None
+    trace_sites(target, data)
     table = Table()
     for col in ("name", "kind", "layer type", "shape", "dtype", "elements"):
         table.add_column(col, justify="right" if col == "elements" else "left")
@@ -171,7 +197,7 @@ def faults_generate(
     fault_model: str = typer.Option("flip", "--fault-model", help="flip, stuck0 or stuck1."),
     seed: int = typer.Option(0, "--seed"),
     weights: Optional[Path] = WeightsOpt,
-    data: str = typer.Option("digits", "--data", "-d", help="Data whose first sample traces activation shapes."),
+    data: Optional[str] = TraceDataOpt,
     trust_pickle: bool = TrustOpt,
     unsafe: bool = UnsafeOpt,
 ) -> None:
@@ -179,7 +205,6 @@ def faults_generate(
 
     Example: faultlab faults generate --model faultlab.models:digits_cnn --n 1000 --site weight --seed 1 -o faults.csv
     """
-    from ..datasets import load_dataset
     from ..errors import FaultlabError
     from ..planning import RandomPlanner
 
@@ -190,8 +215,8 @@ def faults_generate(
     check_output_file(out, "-o")
     bit_list = parse_bit_ranges(bits) if bits else None
     _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
-    if site == "activation" and hasattr(target, "trace"):
-        target.trace(target.prepare(load_dataset(data).x[:1]))
+    if site == "activation":
+        trace_sites(target, data)
     sites = [s for s in target.sites() if s.kind == site]
     if layers_:
         for name in layers_:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from . import app
 from ._common import check_output_file, console, progress_bar
-from .hardware import TrustOpt, UnsafeOpt, WeightsOpt, _load
+from .hardware import TraceDataOpt, TrustOpt, UnsafeOpt, WeightsOpt, _load, trace_sites
 
 def _pct(x: float) -> str:
     from ..report.html import fmt_pct
@@ -27,7 +27,7 @@ def plan(
     p: float = typer.Option(0.5, "--p", help="Expected rate p (0.5 is the conservative default)."),
     t: Optional[float] = typer.Option(None, "--t", help="Normal quantile t instead of the exact one (2.58 reproduces Leveugle et al.'s 99 % table)."),
     site: str = typer.Option("weight", "--site", help="weight or activation."),
-    data: str = typer.Option("digits", "--data", "-d", help="Data whose first sample traces activation shapes."),
+    data: Optional[str] = TraceDataOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the draw; same seed, same fault list."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Fault list CSV to write (and the plan as FILE.plan.json beside it)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the plan as JSON: {\"strata\": \\[{\"name\", \"N\", \"n\"}], \"total\": ...}."),
@@ -41,7 +41,6 @@ def plan(
 
     Example: faultlab plan --model faultlab.models:digits_cnn --margin 0.05 --confidence 0.95 --by layer -o faults.csv
     """
-    from ..datasets import load_dataset
     from ..errors import FaultlabError
     from ..planning import STRATIFY_BY, StatisticalPlanner
     from ..report.html import plan_sidecar
@@ -54,8 +53,8 @@ def plan(
     if out is not None:
         check_output_file(out, "-o")
     _, target = _load(model, weights, trust_pickle, unsafe, "cpu")
-    if site == "activation" and hasattr(target, "trace"):
-        target.trace(target.prepare(load_dataset(data).x[:1]))
+    if site == "activation":
+        trace_sites(target, data)
     result = planner.plan(target.sites(), seed=seed)
     doc = result.to_json()
     if out is not None:
