@@ -164,6 +164,19 @@ def test_save_outputs_and_pt2_and_pickles(tmp_path, weights, capsys):
     pd.testing.assert_frame_equal(a, c)  # the pickled module is the same model: the same outcomes
 
 
+def test_pt2_with_a_fixed_batch_size_is_refused_before_anything_is_written(tmp_path, weights, capsys):
+    """torch.export's default pins the example's batch size: one line that says how to export, exit 2, no --out."""
+    ep = torch.export.export(pretrained_digits_cnn(), (torch.zeros(1, 1, 8, 8),))
+    torch.export.save(ep, tmp_path / "fixed.pt2")
+    faults = tmp_path / "f.csv"
+    faults.write_text('Injection,Layer,TensorIndex,Bit\n7,fc1,"(2, 5)",30\n')
+    for argv in (["layers"], ["run", "--data", "digits", "--faults", str(faults), "--out", str(tmp_path / "o")]):
+        code, _, err = cli([argv[0], "--model", str(tmp_path / "fixed.pt2"), *argv[1:]], capsys)
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1 and "batch of two" in err and "dynamic_shapes" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_piped_tables_are_not_cut_to_80_columns(tmp_path):
     """Output into a pipe or file keeps whole cells (rich would cut them to '…' at its default 80 columns)."""
     import os

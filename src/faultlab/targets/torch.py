@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..bits import BIT_MODELS, apply_fault_model, apply_masks, as_int_view, bit_mask
-from ..errors import DataError, FaultlabError, FaultSpecError
+from ..errors import DataError, FaultlabError, FaultSpecError, ModelLoadError
 from ..faults import Fault, Site
 from .base import Assignment, Target
 from ._tensor_ops import fault_in_place, first_tensor, rows_tensor
@@ -141,8 +141,15 @@ class TorchTarget(Target):
         try:
             with torch.no_grad(), self._state_kept():
                 self.model(torch.cat([xt, xt]))
-        except Exception:
-            lead = {name: 2 for name in order}  # a model that takes one input at a time: the first pass decides
+        except Exception as e:
+            # faultlab runs inputs in batches: a model that takes one input at a time (a torch.export program with a
+            # fixed batch size, a hard-coded view(1, ...)) would fail mid-campaign, so it is refused here, before anything runs
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ModelLoadError(
+                f"the model runs on one input but not on a batch of two ({type(e).__name__}: {msg[:150]}); faultlab runs inputs in "
+                "batches, so give the model a batch dimension of any size (torch.export: export with "
+                "dynamic_shapes={'x': {0: torch.export.Dim('batch')}})"
+            ) from None
         finally:
             for h in handles:
                 h.remove()
