@@ -117,11 +117,12 @@ def parse_index(text: str, *, where: str) -> tuple[int, ...] | None:
     t = text.strip()
     if t.lower() in ("all", "*"):
         return None
-    body = t.strip("()[] ")
+    body = t[1:-1] if len(t) >= 2 and (t[0], t[-1]) in (("(", ")"), ("[", "]")) else t  # one enclosing pair, or none
+    body = body.strip()
     if not body:
         return ()
     parts = [p for p in re.split(r"[,\s]+", body) if p]
-    if not all(_INT_RE.fullmatch(p) for p in parts):
+    if any(c in body for c in "()[]") or not all(_INT_RE.fullmatch(p) for p in parts):
         raise FaultSpecError(f"{where}: TensorIndex {text!r} is not a tuple of integers like \"(2, 1, 0, 7)\" or 'all'")
     return tuple(int(p) for p in parts)
 

@@ -138,3 +138,18 @@ def test_numbers_too_large_to_store_name_their_row(tmp_path):
     p.write_text('Injection,Layer,TensorIndex,Bit\n0,a,"(99999999999999999999,)",2\n')
     with pytest.raises(FaultSpecError, match=r"big.csv row 2: .*out of range"):
         FaultList.from_csv(p)
+
+
+@pytest.mark.parametrize("text, want", [("(2, 1, 0, 7)", (2, 1, 0, 7)), ("[2,1]", (2, 1)), ("2 1", (2, 1)), ("(3 17)", (3, 17)), ("(3,)", (3,)), ("7", (7,)), ("all", None)])
+def test_tensor_index_spellings(tmp_path, text, want):
+    p = tmp_path / "f.csv"
+    p.write_text(f'Injection,Layer,TensorIndex,Bit\n0,fc1,"{text}",30\n')
+    assert list(FaultList.from_csv(p))[0].index == want
+
+
+@pytest.mark.parametrize("text", ["(3, 17", "3, 17]]", "((3, 17))", "(3, 17]", "(3; 17)", "(3, x)"])
+def test_tensor_index_with_unbalanced_brackets_or_other_text_names_its_row(tmp_path, text):
+    p = tmp_path / "f.csv"
+    p.write_text(f'Injection,Layer,TensorIndex,Bit\n0,fc1,"(1, 2)",30\n1,fc1,"{text}",30\n')
+    with pytest.raises(FaultSpecError, match=r"row 3.*TensorIndex"):
+        list(FaultList.from_csv(p))
