@@ -132,7 +132,7 @@ def load_npz(path: str | Path) -> Dataset:
         x = x.astype(np.float32)
     if y.dtype.kind in "ub":
         y = y.astype(np.int64)
-    return Dataset(x, y, p.stem)
+    return Dataset(x, y, p.name)  # errors and reports name the file as the user typed it
 
 
 def load_dataset(spec: str | Path, split: Split = "test") -> Dataset:

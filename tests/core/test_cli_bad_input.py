@@ -199,8 +199,8 @@ def test_bad_data_and_models(tmp_path, weights, good_faults, capsys):
     np.savez(tmp_path / "nox.npz", inputs=np.zeros((5, 1, 8, 8), np.float32))
     m = ["--model", MODEL, "--weights", str(weights)]
     cases = [
-        (m + ["--data", str(tmp_path / "shape.npz")], "does not fit the model"),
-        (m + ["--data", str(tmp_path / "labels.npz")], "labels must be 0..9"),
+        (m + ["--data", str(tmp_path / "shape.npz")], "shape.npz: data of shape"),
+        (m + ["--data", str(tmp_path / "labels.npz")], "labels.npz: labels must be 0..9"),
         (m + ["--data", str(tmp_path / "empty.npz")], "empty"),
         (m + ["--data", str(tmp_path / "nox.npz")], "missing array(s) x, y"),
         (m + ["--data", str(tmp_path / "missing.npz")], "no such data file"),
