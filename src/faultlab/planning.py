@@ -196,8 +196,10 @@ def _bits_of(site: Site, bits: Sequence[int | str] | None) -> tuple[int, ...]:
             raise FaultlabError(f"bits: {b!r} is not a bit position (0 = LSB)")
         pos = int(b)
         if not 0 <= pos < width:
+            asked = [int(v) for v in bits if not isinstance(v, bool) and (not isinstance(v, str) or v.strip().lstrip("-").isdigit())]
+            worst = max((v for v in asked if not 0 <= v < width), key=abs)  # the furthest out, as the user wrote it
             raise FaultlabError(
-                f"bits: bit {pos} is beyond site {site.name}'s {width}-bit {site.dtype}; expected 0..{width - 1}"
+                f"bits: bit {worst} is beyond site {site.name}'s {width}-bit {site.dtype}; expected 0..{width - 1}"
             )
         out.add(pos)
     return tuple(sorted(out))

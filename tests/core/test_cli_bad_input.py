@@ -182,6 +182,7 @@ def test_output_files_are_checked_first(tmp_path, weights, capsys):
         (gen + ["-o", str(tmp_path)], "is a directory"),
         (gen + ["--n", "0", "-o", str(tmp_path / "a.csv")], "--n 0"),
         (gen + ["--bits", "31-23", "-o", str(tmp_path / "a.csv")], "runs backwards"),
+        (gen + ["--bits", "23-40", "-o", str(tmp_path / "a.csv")], "--bits 23-40: bit 40 is beyond"),
         (["plan", "--model", MODEL, "--margin", "0.05", "-o", str(tmp_path)], "is a directory"),
         (["show-activations", "--model", MODEL, "--weights", str(weights), "--fault", "conv2,(3, 1, 2, 2),30", "-o", str(tmp_path / "x.txt")], ".png"),
     ]

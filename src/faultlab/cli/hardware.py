@@ -222,7 +222,12 @@ def faults_generate(
         for name in layers_:
             target.site(name, site)  # type: ignore[arg-type]
         sites = [s for s in sites if s.name in set(layers_) or f"{s.name}.weight" in set(layers_)]
-    plan = RandomPlanner(n=n, site_kind=site, bits=bit_list, model=fault_model).plan(sites, seed=seed)
+    try:
+        plan = RandomPlanner(n=n, site_kind=site, bits=bit_list, model=fault_model).plan(sites, seed=seed)
+    except FaultlabError as e:
+        if str(e).startswith("bits: "):
+            raise FaultlabError(f"--bits {bits}: {str(e)[len('bits: '):]}") from None
+        raise
     path = plan.faults.to_csv(out)
     console.print(f"wrote {len(plan.faults)} {site} faults to {path}")
 
