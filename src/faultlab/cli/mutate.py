@@ -9,7 +9,7 @@ import typer
 
 from ._common import console, err_console, progress_bar
 
-app = typer.Typer(help="Mutation testing of training (DeepCrime-style).", no_args_is_help=True)
+app = typer.Typer(help="Mutation testing of training (DeepCrime-style).\n\nExample: faultlab mutate run --models-file examples/lstm_price.py --model LSTM1 --operator recurrent_activation --runs 20 --logs-dir runs/lstm", no_args_is_help=True)
 
 
 def _executor(name: str, workers: int, address: str | None = None, gpus_per_worker: float = 0.0):

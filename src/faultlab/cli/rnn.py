@@ -19,7 +19,7 @@ from ._common import console, progress_bar
 if TYPE_CHECKING:  # pragma: no cover
     from ..rnn.analysis import Analysis
 
-app = typer.Typer(help="RNN model-based analysis: abstraction, stability, features, localisation, influence, repair.", no_args_is_help=True)
+app = typer.Typer(help="RNN model-based analysis: abstraction, stability, features, localisation, influence, repair.\n\nExample: faultlab rnn train --arch gru --framework torch --data digits-seq -o models/gru-digits", no_args_is_help=True)
 
 # ----------------------------------------------------------------- shared options
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Trained subject: .pt (with its .json) or .keras.")]
