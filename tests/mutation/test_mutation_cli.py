@@ -67,6 +67,19 @@ def test_run_and_analyze_reports(tmp_path):
     assert "src='http" not in page and 'src="http' not in page  # self-contained
 
 
+def test_undecided_mutants_say_why(tmp_path):
+    """A mutant whose every run trains to NaN is undecided, counts as not killed, and the output says so and why."""
+    logs = tmp_path / "logs"
+    res = _cli("run", "--models-file", TOY_FILE, "--model", "toy_nan", "--operator", "activation", "--runs", "3", "--logs-dir", str(logs))
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("undecided"))
+    assert "counted as not killed" in line and "--metric" in line
+    assert "activation=exponential: mutant runs: 3 with val_accuracy NaN or infinite" in line, line
+    assert line.count("=") == 1  # only that mutant
+    res = _cli("analyze", str(logs), "--metric", "loss")
+    assert "activation=exponential: mutant runs: 3 with loss NaN" in res.stdout, res.stdout
+
+
 def test_bad_input_one_line_exit_2(tmp_path):
     logs = str(tmp_path / "logs")
     _one_line_error(_cli("run", "--models-file", TOY_FILE, "--model", "toy", "--operator", "shfit", "--runs", "2",

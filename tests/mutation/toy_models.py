@@ -64,8 +64,15 @@ def toy_data(x_train, y_train, shift=0.0):
     return {"val_accuracy": 0.9 - shift, "x_sum": given, "n": len(x_train), "y_sum": float(np.sum(y_train))}
 
 
+def toy_nan(shift=0.0, activation="relu"):
+    """Like ``toy``, but an exponential activation "trains" to NaN metrics instead of raising (a diverged run)."""
+    if activation == "exponential":
+        return {"val_accuracy": float("nan"), "loss": float("nan")}
+    return toy(shift=shift, activation=activation)
+
+
 def broken(width=3):
     raise ValueError("this training function always fails")
 
 
-MODEL_TYPES = {"toy": toy, "toy_seeded": toy_seeded, "broken": broken, "flaky": flaky, "toy_val": toy_val, "toy_data": toy_data}
+MODEL_TYPES = {"toy": toy, "toy_seeded": toy_seeded, "broken": broken, "flaky": flaky, "toy_val": toy_val, "toy_data": toy_data, "toy_nan": toy_nan}
