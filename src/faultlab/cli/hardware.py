@@ -457,3 +457,5 @@ def demo(
     console.print("wrote:")
     for p in (out / "faults.csv", out / "campaign.sqlite", report, files.html):
         console.print(f"  {p}")
+    if files.plots:
+        console.print(f"  {files.plots[0].parent}/ ({len(files.plots)} PNG plots)")

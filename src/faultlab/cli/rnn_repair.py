@@ -89,7 +89,7 @@ def flip_cmd(
 ) -> None:
     """Train a clean and a label-flipped GRU and list the targets (right before the flip, wrong after).
 
-    Example: faultlab rnn flip --data digits-seq --classes 1,7 --rate 0.3
+    Example: faultlab rnn flip --data digits-seq --classes 1,7 --rate 0.4
     """
     import numpy as np
 
