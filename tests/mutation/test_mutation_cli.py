@@ -76,6 +76,9 @@ def test_undecided_mutants_say_why(tmp_path):
     assert "counted as not killed" in line and "--metric" in line
     assert "activation=exponential: mutant runs: 3 with val_accuracy NaN or infinite" in line, line
     assert line.count("=") == 1  # only that mutant
+    n = int(re.search(r"(\d+) runs stored in .* \((\d+) trained now, 0 already stored\)", res.stdout).group(1))
+    again = _cli("run", "--models-file", TOY_FILE, "--model", "toy_nan", "--operator", "activation", "--runs", "3", "--logs-dir", str(logs))
+    assert f"{n} runs stored in" in again.stdout and f"(0 trained now, {n} already stored)" in again.stdout, again.stdout
     res = _cli("analyze", str(logs), "--metric", "loss")
     assert "activation=exponential: mutant runs: 3 with loss NaN" in res.stdout, res.stdout
 

@@ -148,7 +148,7 @@ def run(
     all_operators: bool = typer.Option(False, "--all-operators", help="Mutate every operator of the function."),
     value: list[str] = typer.Option([], "--value", help="Mutant value(s) for a single --operator (default: its domain's sweep)."),
     runs: int = typer.Option(20, "--runs", help="Trainings per configuration (original and each mutant)."),
-    logs_dir: Path = typer.Option(..., "--logs-dir", help="Directory of the SQLite store (created; reused to resume)."),
+    logs_dir: Path = typer.Option(..., "--logs-dir", help="Directory of the SQLite store (created; rerun the same command into it to resume: stored runs are not trained again)."),
     seed: int = typer.Option(0, "--seed", help="Run i trains with seed SEED+i, for original and mutants alike."),
     set_: list[str] = typer.Option([], "--set", help="Fix a keyword argument for every configuration, e.g. --set epochs=1."),
     domains: Optional[Path] = typer.Option(None, "--domains", help="YAML overriding operator domains."),
@@ -200,6 +200,7 @@ def run(
         values = [parse_value(v) for v in value] or None
         configs = [] if search else sweep_configs(sweep, ops, values)  # validate before training anything
         sweep.check_metric(metric)  # against runs already stored; else after the first original run
+        before = store.count_runs()  # a rerun of the same command trains only what is missing
         with progress_bar(transient=True) as bar:
             task = bar.add_task(f"training {ref.label}", total=None)
 
@@ -229,7 +230,8 @@ def run(
                     store.close()
                     return
                 run_sweep(sweep, configs, progress, metric=metric)
-        console.print(f"{store.count_runs()} runs stored in {store.path}")
+        after = store.count_runs()
+        console.print(f"{after} runs stored in {store.path} ({after - before} trained now, {before} already stored)", highlight=False)
         _print_analysis(analyze(store, model=ref.label, metric=metric, direction=direction, test=kt, alpha=alpha,
                                 min_effect=min_effect), store)
     store.close()
