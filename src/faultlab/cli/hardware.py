@@ -68,24 +68,12 @@ def trace_sites(target, data: Optional[str]) -> None:
 
     if not hasattr(target, "trace"):
         return
-    x = None
-    if data is None:
-        shape = _declared_input_shape(getattr(target, "model", None))
-        x = None if shape is None else np.zeros((1, *shape), dtype=np.float32)
+    declared = getattr(target, "declared_input_shape", None)
+    shape = declared() if data is None and callable(declared) else None
     try:
-        target.trace(target.prepare(load_dataset(data or "digits").x[:1] if x is None else x))
+        target.trace(target.prepare(load_dataset(data or "digits").x[:1] if shape is None else np.zeros((1, *shape), np.float32)))
     except DataError as e:
         raise DataError(f"--data {data or 'digits'}: {e}; pass --data with inputs of the model's shape (mnist: 28x28 digits, or an .npz)") from None
-
-
-def _declared_input_shape(model) -> tuple[int, ...] | None:
-    """A Keras model's input shape without the batch dimension, when every size is declared."""
-    try:
-        inputs = model.inputs
-        shape = tuple(inputs[0].shape)[1:] if inputs and len(inputs) == 1 else None
-    except (AttributeError, TypeError, ValueError):
-        return None
-    return shape if shape and all(isinstance(d, int) for d in shape) else None
 
 
 def _fmt_rate(rate: float, lo: float, hi: float) -> str:

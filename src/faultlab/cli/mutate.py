@@ -42,31 +42,10 @@ def _fmt(v: float, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def _why_undecided(store: Any, m: Any, metric: str) -> str:
-    """Why a mutant's runs (or its original's) give fewer than two values of ``metric``: failed, NaN or not recorded."""
-    parts = []
-    for who, h in (("mutant", m.mutant.config_hash), ("original", m.mutant.original_hash)):
-        runs = store.runs(h)
-        ok = [r for r in runs if r.status == "ok"]
-        missing = sum(metric not in r.metrics or r.metrics[metric] is None for r in ok)
-        nan = sum(metric in r.metrics and r.metrics[metric] is not None and not math.isfinite(r.metrics[metric]) for r in ok)
-        if len(ok) - missing - nan >= 2:
-            continue
-        why = []
-        if len(runs) - len(ok):
-            why.append(f"{len(runs) - len(ok)} failed")
-        if nan:
-            why.append(f"{nan} with {metric} NaN or infinite (training diverged?)")
-        if missing:
-            why.append(f"{missing} without {metric}")
-        parts.append(f"{who} runs: " + (", ".join(why) or f"only {len(ok)}"))
-    return "; ".join(parts) or "too few runs"
-
-
 def _print_analysis(analysis: Any, store: Any) -> None:
     from rich.table import Table
 
-    from ..mutation.analysis import first_error, several_settings
+    from ..mutation.analysis import first_error, several_settings, why_undecided
 
     many = several_settings(analysis)  # mutants of several --set/--seed configurations: say which is which
     t = Table(title=f"{analysis.model}: {analysis.metric} ({analysis.direction} is better), test {analysis.test}")
@@ -88,8 +67,8 @@ def _print_analysis(analysis: Any, store: Any) -> None:
     undecided = [m for m in analysis.mutants if m.comparison.killed is None]
     if undecided:  # counted as not killed: say why, so a diverged training or a missing metric is not read as a survivor
         console.print(f"undecided (fewer than 2 runs with a finite {analysis.metric} on a side; counted as not killed in killability): "
-                      + "; ".join(f"{m.operator}={m.value}: {_why_undecided(store, m, analysis.metric)}" for m in undecided)
-                      + f"; pass --metric to decide on another metric", highlight=False, soft_wrap=True, markup=False)
+                      + "; ".join(f"{m.operator}={m.value}: {why_undecided(store, m, analysis.metric)}" for m in undecided)
+                      + "; pass --metric to decide on another metric", highlight=False, soft_wrap=True, markup=False)
     if not math.isnan(analysis.mutation_score):
         console.print(f"mutation score of {analysis.metric} against {analysis.train_metric}: {analysis.mutation_score:.3f}")
     seen: set[str] = set()

@@ -163,6 +163,22 @@ def first_error(store: MutationStore, h: str) -> str | None:
     return None
 
 
+def why_undecided(store: MutationStore, m: MutantAnalysis, metric: str) -> str:
+    """Why mutant ``m`` (or its original) has fewer than two finite values of ``metric``: runs failed, NaN, or not recorded."""
+    parts = []
+    for who, h in (("mutant", m.mutant.config_hash), ("original", m.mutant.original_hash)):
+        runs = store.runs(h)
+        ok = [r for r in runs if r.status == "ok"]
+        missing = sum(metric not in r.metrics for r in ok)
+        nan = sum(metric in r.metrics and not math.isfinite(r.metrics[metric]) for r in ok)  # the store reads null back as NaN
+        if len(ok) - missing - nan >= 2:
+            continue
+        why = [f"{n} {what}" for n, what in ((len(runs) - len(ok), "failed"), (nan, f"with {metric} NaN or infinite (training diverged?)"),
+                                            (missing, f"without {metric}")) if n]
+        parts.append(f"{who} runs: " + (", ".join(why) or f"only {len(ok)}"))
+    return "; ".join(parts) or "too few runs"
+
+
 def several_settings(analysis: Analysis) -> bool:
     """Whether the mutants come from more than one configuration (so reports must show the setting)."""
     return len({m.mutant.original_hash for m in analysis.mutants}) > 1
@@ -187,4 +203,4 @@ def metric_samples(store: MutationStore, analysis: Analysis) -> dict[str, dict[s
 
 
 __all__ = ["Analysis", "MutantAnalysis", "analyze", "runs_table", "metric_samples", "format_value", "first_line",
-           "first_error", "several_settings"]
+           "first_error", "several_settings", "why_undecided"]

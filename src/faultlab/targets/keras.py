@@ -103,6 +103,15 @@ class KerasTarget(Target):
                 "so pass a model of the head to study, e.g. keras.Model(model.inputs, model.get_layer(NAME).output)"
             )
 
+    def declared_input_shape(self) -> tuple[int, ...] | None:
+        """The model's input shape without the batch dimension, when every size is declared (so sites can be traced without data)."""
+        try:
+            ins = list(self.model.inputs)
+        except (AttributeError, TypeError, ValueError):  # a subclassed model not yet called
+            return None
+        shape = tuple(ins[0].shape)[1:] if len(ins) == 1 else ()
+        return shape if shape and all(isinstance(d, int) for d in shape) else None
+
     @staticmethod
     def _output_names(outs: list[Any]) -> list[str]:
         """The layer producing each output (a KerasTensor's history), else its tensor name."""
